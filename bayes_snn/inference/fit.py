@@ -1,0 +1,134 @@
+"""``fit``: the one-line front door to every backend.
+
+A backend (``method``) is a small object of pure functions, in the style of
+BlackJAX/Optax::
+
+    state = method.init(rng_key, model, x, y)            # -> NamedTuple State
+    state, info = method.step(rng_key, state, batch)      # -> (State, NamedTuple of scalars)
+    weights = method.posterior(state)                      # -> {site: distribution}
+
+and carries ``name``, ``epochs`` and ``batch_size``. ``fit`` validates the data, shuffles
+it into fixed-size minibatches (the last one padded and masked, so the jitted step
+compiles once), runs the epochs with a tqdm bar, records per-epoch diagnostics, optionally
+checkpoints after every epoch and resumes from a checkpoint, and returns a ``Posterior``.
+
+Example
+-------
+>>> import jax
+>>> from bayes_snn import Sequential, Dense, LIF, Classifier, encoders, readouts, datasets, inference
+>>> data = datasets.yin_yang("train", size=200)
+>>> net = Sequential(encoders.Direct(8), Dense(16), LIF(), Dense(3), readouts.MeanMembrane())
+>>> post = inference.fit(Classifier(net, 3), data, inference.SurrogateGradient(epochs=1),
+...                      rng_key=jax.random.PRNGKey(0), progress_bar=False)
+>>> sorted(post.history)
+['loss', 'seconds']
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..datasets.batching import Batch, batch_axis, minibatch_indices
+from .checkpoint import load_checkpoint, save_checkpoint
+from .result import Posterior, _unpack
+
+
+def _default_method():
+    from .surrogate import SurrogateGradient
+
+    return SurrogateGradient()
+
+
+def _check_method(method) -> None:
+    needed = ("init", "step", "posterior", "name", "epochs", "batch_size")
+    missing = [a for a in needed if not hasattr(method, a)]
+    if missing:
+        raise ValueError(f"method must be an inference backend such as inference.SEP(); {type(method).__name__} lacks {missing}")
+
+
+def fit(
+    model,
+    data,
+    method: Any = None,
+    *,
+    rng_key: jax.Array,
+    progress_bar: bool = True,
+    checkpoint: str | os.PathLike | None = None,
+) -> Posterior:
+    """Fit ``model`` to ``data`` with a backend; returns a ``Posterior``.
+
+    Parameters
+    ----------
+    model : Classifier or Regressor
+    data : Dataset or tuple (x, y)
+        ``x`` is ``[N, F]`` (static features, network with an encoder) or ``[T, N, F]``.
+    method : backend, optional
+        ``inference.SurrogateGradient()`` (default), ...
+    rng_key : PRNG key
+        Controls initialisation, shuffling and any randomness in the forward pass.
+    progress_bar : bool
+        Show a tqdm bar with the latest epoch's diagnostics.
+    checkpoint : path, optional
+        Save the loop state there after every epoch; if the file exists, resume from it.
+    """
+    method = _default_method() if method is None else method
+    _check_method(method)
+    x, y = model.check_data(*_unpack(data))
+    n = x.shape[batch_axis(x)]
+    key_init, key_loop = jax.random.split(rng_key)
+    state = method.init(key_init, model, x, y)
+    start, history = 0, {}
+    if checkpoint is not None and os.path.exists(checkpoint):
+        state, start, key_loop, history = load_checkpoint(checkpoint, state, method.name)
+        history = {k: list(v) for k, v in history.items()}
+
+    axis = batch_axis(x)
+    xj, yj = jnp.asarray(x), jnp.asarray(y)
+
+    @jax.jit
+    def train_step(key, state, xj, yj, idx, mask):
+        batch = Batch(jnp.take(xj, idx, axis=axis), yj[idx], mask)
+        return method.step(key, state, batch)
+
+    batch_size = min(method.batch_size, n)
+    num_batches = -(-n // batch_size)
+    bar = tqdm(total=(method.epochs - start) * num_batches, disable=not progress_bar, desc=method.name, leave=False)
+    for epoch in range(start, method.epochs):
+        k_perm, k_steps = jax.random.split(jax.random.fold_in(key_loop, epoch))
+        idx, mask = minibatch_indices(k_perm, n, batch_size)
+        t0, infos = time.perf_counter(), []
+        for b in range(num_batches):
+            state, info = train_step(jax.random.fold_in(k_steps, b), state, xj, yj, idx[b], mask[b])
+            infos.append(info)
+            bar.update()
+        summary = _summarise(infos)
+        jax.block_until_ready(state)
+        summary["seconds"] = time.perf_counter() - t0
+        for k, v in summary.items():
+            history.setdefault(k, []).append(v)
+        bar.set_postfix({k: f"{v:.4g}" for k, v in summary.items()}, refresh=False)
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, state, epoch + 1, key_loop, method.name, history)
+    bar.close()
+    return Posterior(model, method.posterior(state), method.name, x.shape[-1], history)
+
+
+def _summarise(infos: list[NamedTuple]) -> dict[str, float]:
+    """Mean of every Info field over an epoch's batches (counts are summed)."""
+    if not infos:
+        return {}
+    stacked = jax.tree_util.tree_map(lambda *v: np.asarray(jnp.stack(v)), *infos)
+    out = {}
+    for k, v in stacked._asdict().items():
+        out[k] = float(v.sum() if k.startswith("num_") else v.mean())
+    return out
+
+
+__all__ = ["fit"]

@@ -1,0 +1,196 @@
+"""The result of ``fit``: an approximate posterior over every weight, with one API for all.
+
+``Posterior.weights`` maps each site (``"dense_0.weight"``, ...) to a NumPyro
+distribution of that site's shape: ``Delta`` for point estimates (a posterior with zero
+spread), ``Normal`` for Gaussian factors, ``DiscreteGrid`` for categorical factors over a
+discrete prior's support. Every backend returns this type, so predictions, metrics,
+ArviZ export and files are comparable across backends.
+
+Example
+-------
+>>> import jax, jax.numpy as jnp, numpyro.distributions as dist
+>>> from bayes_snn import Sequential, Dense, LIF, Classifier, encoders, readouts
+>>> net = Sequential(encoders.Direct(4), Dense(8), LIF(), Dense(3), readouts.MeanMembrane())
+>>> model = Classifier(net, 3)
+>>> params = net.init_params(jax.random.PRNGKey(0), 2)
+>>> post = Posterior(model, {k: dist.Delta(v) for k, v in params.items()}, "example", 2)
+>>> post.predict(jnp.ones((5, 2))).shape
+(5, 3)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+
+from ..analysis import metrics
+from ..datasets.batching import batch_axis
+
+# Extra prediction modes contributed by backends, e.g. SEP's moment propagation:
+# name -> fn(posterior, x, rng_key) returning what ``predict`` returns.
+PREDICTORS: dict[str, Callable] = {}
+
+
+def _is_point(d) -> bool:
+    return isinstance(d, dist.Delta)
+
+
+@jax.tree_util.register_pytree_node_class
+class Posterior:
+    """Approximate posterior over a model's weights; what every backend returns.
+
+    Attributes
+    ----------
+    model : Classifier or Regressor
+    weights : dict[str, numpyro.distributions.Distribution]
+        One distribution per site with ``batch_shape`` equal to the site's shape.
+    method : str
+        The backend that produced it (``"surrogate"``, ``"sep"``, ...).
+    in_features : int
+        Number of input features the network was fitted on.
+    history : dict[str, numpy.ndarray]
+        Per-epoch diagnostics of the fit (loss, seconds, ...).
+    """
+
+    def __init__(self, model, weights: dict[str, Any], method: str, in_features: int, history=None):
+        model.net.check_params({k: jnp.zeros(d.batch_shape) for k, d in weights.items()}, in_features)
+        self.model = model
+        self.weights = dict(weights)
+        self.method = method
+        self.in_features = int(in_features)
+        self.history = {k: np.asarray(v) for k, v in (history or {}).items()}
+
+    def tree_flatten(self):
+        return (self.weights, self.history), (self.model, self.method, self.in_features)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        obj = object.__new__(cls)
+        obj.weights, obj.history = children
+        obj.model, obj.method, obj.in_features = aux
+        return obj
+
+    def __repr__(self):
+        kinds = {k: type(d).__name__ for k, d in self.weights.items()}
+        return f"Posterior(method={self.method!r}, weights={kinds})"
+
+    # ---- weights -------------------------------------------------------------------
+    @property
+    def is_point_estimate(self) -> bool:
+        return all(_is_point(d) for d in self.weights.values())
+
+    def mean(self) -> dict[str, jax.Array]:
+        """Posterior mean of every site."""
+        return {k: d.v if _is_point(d) else d.mean for k, d in self.weights.items()}
+
+    def std(self) -> dict[str, jax.Array]:
+        """Posterior standard deviation of every site (zero for point estimates)."""
+        return {k: jnp.zeros(d.batch_shape) if _is_point(d) else jnp.sqrt(d.variance) for k, d in self.weights.items()}
+
+    def sample_weights(self, rng_key: jax.Array, num_samples: int) -> dict[str, jax.Array]:
+        """Draw ``num_samples`` weight sets; each site gets a leading axis ``[S, ...]``."""
+        _check_count("num_samples", num_samples)
+        keys = jax.random.split(rng_key, len(self.weights))
+        return {k: d.sample(key, (num_samples,)) for key, (k, d) in zip(keys, self.weights.items())}
+
+    # ---- prediction ------------------------------------------------------------------
+    def _outputs(self, params, x, key):
+        return self.model.net.apply(params, x, key, device=self.model.device)
+
+    def predict_samples(
+        self, x, rng_key: jax.Array | None = None, *, num_samples: int = 100, chunk_size: int = 16
+    ) -> jax.Array:
+        """Per-draw predictions ``[S, B, C]`` (probabilities) or ``[S, B]`` (regression means).
+
+        Weight draws are processed ``chunk_size`` at a time, so memory stays bounded.
+        A point estimate of a deterministic network is evaluated once (``S = 1``).
+        """
+        x, _ = self.model.check_data(x)
+        _check_count("num_samples", num_samples)
+        _check_count("chunk_size", chunk_size)
+        if self.is_point_estimate and not self._random_forward:
+            params = self.mean()
+            return self.model.predictive(self._outputs(params, x, None))[None]
+        rng_key = jax.random.PRNGKey(0) if rng_key is None else rng_key
+        k_w, k_f = jax.random.split(rng_key)
+        draws = self.sample_weights(k_w, num_samples)
+        keys = jax.random.split(k_f, num_samples)
+        fn = lambda args: self.model.predictive(self._outputs(args[0], x, args[1] if self._random_forward else None))
+        return _predict_chunks(fn, draws, keys, chunk_size)
+
+    @property
+    def _random_forward(self) -> bool:
+        return self.model.net.is_stochastic or getattr(self.model.device, "is_stochastic", False)
+
+    def predict(self, x, rng_key: jax.Array | None = None, *, num_samples: int = 100, mode: str = "sample"):
+        """Posterior predictive: class probabilities ``[B, C]`` or regression means ``[B]``.
+
+        ``mode="sample"`` averages over weight draws (Monte Carlo; the default key is
+        ``PRNGKey(0)`` for reproducibility). Backends may add modes, e.g. SEP's
+        ``mode="moments"`` (moment propagation, no sampling).
+        """
+        if mode == "sample":
+            return jnp.mean(self.predict_samples(x, rng_key, num_samples=num_samples), axis=0)
+        if mode not in PREDICTORS:
+            raise ValueError(f"mode must be one of {['sample', *sorted(PREDICTORS)]}; got {mode!r}")
+        return PREDICTORS[mode](self, x, rng_key)
+
+    def evaluate(self, data, rng_key: jax.Array | None = None, *, num_samples: int = 100, mode: str = "sample", n_bins: int = 15) -> dict[str, float]:
+        """Metrics on ``data`` (a ``Dataset`` or ``(x, y)``).
+
+        Classification: accuracy, nll, ece, brier. Regression: rmse, nll (Gaussian, with
+        the model's observation noise added to the predictive variance across draws).
+        """
+        x, y = _unpack(data)
+        x, y = self.model.check_data(x, y)
+        if self.model.task == "classification":
+            probs = self.predict(x, rng_key, num_samples=num_samples, mode=mode)
+            return metrics.classification_metrics(np.asarray(probs), y, n_bins=n_bins)
+        draws = self.predict_samples(x, rng_key, num_samples=num_samples)
+        var = jnp.var(draws, axis=0) + self.model.noise**2
+        return metrics.regression_metrics(np.asarray(draws.mean(0)), np.asarray(var), y)
+
+    # ---- export -----------------------------------------------------------------------
+    def to_arviz(self, data=None, rng_key: jax.Array | None = None, *, num_samples: int = 200):
+        """``arviz.InferenceData`` with weight draws, and predictive groups if ``data`` is given."""
+        from ..analysis.arviz import to_inference_data
+
+        return to_inference_data(self, data, rng_key, num_samples=num_samples)
+
+    def save(self, path) -> None:
+        """Write to ``path`` (a NumPy ``.npz`` with a JSON header; no pickle)."""
+        from .io import save_posterior
+
+        save_posterior(self, path)
+
+    @classmethod
+    def load(cls, path, model=None) -> "Posterior":
+        """Read a file written by ``save``; ``model`` is needed only for hand-written models."""
+        from .io import load_posterior
+
+        return load_posterior(path, model)
+
+
+def _check_count(name: str, value) -> None:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}")
+
+
+def _unpack(data):
+    try:
+        x, y = data[0], data[1]
+    except (TypeError, IndexError, KeyError):
+        raise ValueError(f"data must be a Dataset or a tuple (x, y); got {type(data).__name__}") from None
+    return x, y
+
+
+def _predict_chunks(fn, draws, keys, chunk_size):
+    # lax.map with batch_size vmaps chunk_size draws at a time: bounded memory, one trace.
+    return jax.lax.map(fn, (draws, keys), batch_size=min(chunk_size, keys.shape[0]))
+
+
+__all__ = ["Posterior", "PREDICTORS"]
