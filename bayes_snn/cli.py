@@ -1,0 +1,153 @@
+"""The ``bayes-snn`` command.
+
+``bayes-snn fit`` with no arguments fits the default network on Yin-Yang with the default
+backend and prints test accuracy, NLL and ECE. ``--out DIR`` writes ``DIR/metrics.json``
+and the fitted posterior ``DIR/posterior.npz``; ``bayes-snn evaluate DIR`` re-evaluates it.
+User mistakes print one line on stderr and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+from . import presets
+from .inference import Posterior, SurrogateGradient, fit
+
+
+def _surrogate(epochs, batch_size):
+    return SurrogateGradient(epochs=epochs or 30, batch_size=batch_size or 32, learning_rate=5e-3)
+
+
+# CLI method name -> make(epochs or None, batch_size or None) -> backend.
+METHODS = {
+    "surrogate": _surrogate,
+}
+DEFAULT_METHOD = "surrogate"
+DEVICES = ("ideal",)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit code 2, no usage dump
+        raise _UsageError(message)
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _positive(name):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a positive integer; got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be a positive integer; got {text!r}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="bayes-snn", description="Bayesian spiking neural networks.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    f = sub.add_parser("fit", help="fit a network and report test metrics")
+    f.add_argument("--dataset", default="yinyang", help="yinyang, digits or idx:DIR (MNIST-named IDX files)")
+    f.add_argument("--method", default=DEFAULT_METHOD, help=f"one of {', '.join(METHODS)}")
+    f.add_argument("--weights", default="gaussian", help=f"one of {', '.join(presets.WEIGHTS)}")
+    f.add_argument("--neuron", default="lif", choices=("lif", "single-step"), help="hidden neuron model")
+    f.add_argument("--hidden", type=_positive("--hidden"), default=64, help="hidden units")
+    f.add_argument("--steps", type=_positive("--steps"), default=10, help="time steps")
+    f.add_argument("--epochs", type=_positive("--epochs"), default=None, help="epochs (method default if omitted)")
+    f.add_argument("--batch-size", type=_positive("--batch-size"), default=None, help="minibatch size")
+    f.add_argument("--seed", type=int, default=0, help="random seed")
+    f.add_argument("--device", default="ideal", help=f"one of {', '.join(DEVICES)}")
+    f.add_argument("--out", type=Path, default=None, help="write metrics.json and posterior.npz here")
+    f.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    e = sub.add_parser("evaluate", help="re-evaluate a fitted result directory")
+    e.add_argument("dir", type=Path, help="a directory written by 'bayes-snn fit --out'")
+    return parser
+
+
+def _make_device(name: str):
+    from .devices import Ideal
+
+    if name not in DEVICES:
+        raise ValueError(f"--device must be one of {', '.join(DEVICES)}; got {name!r}")
+    return Ideal()
+
+
+def cmd_fit(args) -> dict:
+    import jax
+
+    if args.method not in METHODS:
+        raise ValueError(f"--method must be one of {', '.join(METHODS)}; got {args.method!r}")
+    device = _make_device(args.device)
+    train, test = presets.load_dataset(args.dataset)
+    model = presets.classifier(
+        train.x.shape[-1], max(train.num_classes, 2), hidden=args.hidden, steps=args.steps,
+        weights=args.weights, neuron=args.neuron, device=device,
+    )
+    method = METHODS[args.method](args.epochs, args.batch_size)
+    t0 = time.perf_counter()
+    post = fit(model, train, method, rng_key=jax.random.PRNGKey(args.seed), progress_bar=not args.no_progress)
+    seconds = time.perf_counter() - t0
+    scores = post.evaluate(test, jax.random.PRNGKey(args.seed + 1))
+    metrics = {
+        "dataset": args.dataset, "method": args.method, "weights": args.weights, "device": args.device,
+        "neuron": args.neuron, "hidden": args.hidden, "steps": args.steps, "epochs": method.epochs,
+        "batch_size": method.batch_size, "seed": args.seed, **scores, "train_seconds": seconds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "history": {k: v.tolist() for k, v in post.history.items()},
+    }
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        post.save(args.out / "posterior.npz")
+        (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def cmd_evaluate(args) -> dict:
+    import jax
+
+    folder = args.dir
+    meta_path, post_path = folder / "metrics.json", folder / "posterior.npz"
+    for p in (meta_path, post_path):
+        if not p.is_file():
+            raise ValueError(f"{folder} is not a fit directory: missing {p.name}")
+    try:
+        meta = json.loads(meta_path.read_text())
+        dataset, seed = meta["dataset"], int(meta.get("seed", 0))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{meta_path} is malformed ({err})") from None
+    post = Posterior.load(post_path)
+    _, test = presets.load_dataset(dataset)
+    return {"dataset": dataset, "method": post.method, **post.evaluate(test, jax.random.PRNGKey(seed + 1))}
+
+
+def _report(metrics: dict) -> None:
+    print(f"{metrics['dataset']} test: accuracy {metrics['accuracy']:.4f}  nll {metrics['nll']:.4f}  "
+          f"ece {metrics['ece']:.4f}  brier {metrics['brier']:.4f}")
+    if "train_seconds" in metrics:
+        print(f"method {metrics['method']}, {metrics['epochs']} epochs in {metrics['train_seconds']:.1f} s, "
+              f"peak RSS {metrics['peak_rss_mb']:.0f} MB")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        metrics = cmd_fit(args) if args.command == "fit" else cmd_evaluate(args)
+    except (_UsageError, ValueError, ImportError, OSError) as err:
+        print(f"bayes-snn: error: {err}", file=sys.stderr)
+        return 2
+    _report(metrics)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
