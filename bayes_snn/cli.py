@@ -20,7 +20,7 @@ from .inference import Posterior, SurrogateGradient, fit
 
 
 def _surrogate(epochs, batch_size):
-    return SurrogateGradient(epochs=epochs or 30, batch_size=batch_size or 32, learning_rate=5e-3)
+    return SurrogateGradient(epochs=epochs or 40, batch_size=batch_size or 32)
 
 
 # CLI method name -> make(epochs or None, batch_size or None) -> backend.
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--method", default=DEFAULT_METHOD, help=f"one of {', '.join(METHODS)}")
     f.add_argument("--weights", default="gaussian", help=f"one of {', '.join(presets.WEIGHTS)}")
     f.add_argument("--neuron", default="lif", choices=("lif", "single-step"), help="hidden neuron model")
-    f.add_argument("--hidden", type=_positive("--hidden"), default=64, help="hidden units")
+    f.add_argument("--hidden", type=_positive("--hidden"), default=128, help="hidden units")
     f.add_argument("--steps", type=_positive("--steps"), default=10, help="time steps")
     f.add_argument("--epochs", type=_positive("--epochs"), default=None, help="epochs (method default if omitted)")
     f.add_argument("--batch-size", type=_positive("--batch-size"), default=None, help="minibatch size")

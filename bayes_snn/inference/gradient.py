@@ -37,11 +37,16 @@ def _check_positive_int(name, value):
 
 @dataclass(frozen=True)
 class GradientTrainer:
-    """Base class: subclasses define ``name`` and ``outputs(params, x, rng_key)``."""
+    """Base class: subclasses define ``name`` and ``outputs(params, x, rng_key)``.
+
+    Adam with ``learning_rate``, decayed by a cosine schedule over all steps
+    (``schedule="cosine"``) or constant; any optax ``optimizer`` replaces both.
+    """
 
     epochs: int = 20
     batch_size: int = 64
-    learning_rate: float = 5e-3
+    learning_rate: float = 1e-2
+    schedule: str = "cosine"
     optimizer: optax.GradientTransformation | None = None
     map_prior: bool = True
 
@@ -50,9 +55,17 @@ class GradientTrainer:
         _check_positive_int("batch_size", self.batch_size)
         if not (np.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ValueError(f"learning_rate must be positive and finite; got {self.learning_rate!r}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be 'cosine' or 'constant'; got {self.schedule!r}")
 
     def _opt(self) -> optax.GradientTransformation:
-        return self.optimizer if self.optimizer is not None else optax.adam(self.learning_rate)
+        if self.optimizer is not None:
+            return self.optimizer
+        if self.schedule == "constant":
+            return optax.adam(self.learning_rate)
+        # Cosine decay to 5 % over the whole run: the step count is known once init has seen N.
+        total = self.epochs * -(-self._n // min(self.batch_size, self._n))
+        return optax.adam(optax.cosine_decay_schedule(self.learning_rate, total, alpha=0.05))
 
     def init(self, rng_key, model, x, y) -> GradientState:
         # Bind the model and data size here so that step() is a pure function of its inputs.

@@ -6,7 +6,7 @@ replaced by a surrogate (``bayes_snn.surrogates``). Adam by default (any optax o
 Example
 -------
 >>> from bayes_snn import inference
->>> method = inference.SurrogateGradient(epochs=10, batch_size=64, surrogate="fast_sigmoid")
+>>> method = inference.SurrogateGradient(epochs=10, batch_size=64, surrogate="arctan")
 >>> method.name
 'surrogate'
 """
@@ -25,16 +25,16 @@ class SurrogateGradient(GradientTrainer):
 
     Parameters
     ----------
-    epochs, batch_size, learning_rate, optimizer, map_prior
-        See ``GradientTrainer``: Adam with ``learning_rate`` unless ``optimizer`` is given;
-        ``map_prior`` adds the prior's log density (MAP) to the loss.
+    epochs, batch_size, learning_rate, schedule, optimizer, map_prior
+        See ``GradientTrainer``: Adam with a cosine-decayed ``learning_rate`` unless
+        ``optimizer`` is given; ``map_prior`` adds the prior's log density (MAP) to the loss.
     surrogate : str
-        One of ``surrogates.SURROGATES``.
+        One of ``surrogates.SURROGATES`` (default ``"arctan"``, snnTorch's default).
     slope : float or None
         Surrogate sharpness (the surrogate's default if None).
     """
 
-    surrogate: str = "fast_sigmoid"
+    surrogate: str = "arctan"
     slope: float | None = None
     name = "surrogate"
 
