@@ -10,7 +10,7 @@ Example
 >>> import tempfile, os, jax, jax.numpy as jnp, numpyro.distributions as dist
 >>> from bayes_snn import Sequential, Dense, LIF, Classifier, encoders, readouts
 >>> from bayes_snn.inference import Posterior
->>> net = Sequential(encoders.Direct(2), Dense(4), LIF(), Dense(2), readouts.SpikeCount())
+>>> net = Sequential(encoders.Direct(2), Dense(4), LIF(), Dense(2), LIF(), readouts.SpikeCount())
 >>> p = Posterior(Classifier(net, 2), {k: dist.Delta(v) for k, v in net.init_params(jax.random.PRNGKey(0), 3).items()}, "demo", 3)
 >>> path = os.path.join(tempfile.mkdtemp(), "fit.npz"); p.save(path)
 >>> Posterior.load(path).method
