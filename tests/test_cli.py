@@ -1,0 +1,109 @@
+"""The bayes-snn command: metrics.json contract, evaluate round trip, one-line errors."""
+
+import gzip
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bayes_snn import cli
+
+REQUIRED = {"dataset", "method", "weights", "device", "epochs", "accuracy", "nll", "ece", "brier",
+            "train_seconds", "peak_rss_mb"}
+SMALL = ["--epochs", "1", "--hidden", "8", "--steps", "4", "--no-progress"]
+
+
+def run(argv, capsys):
+    code = cli.main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fit")
+    assert cli.main(["fit", *SMALL, "--out", str(out)]) == 0
+    return out
+
+
+def test_fit_writes_metrics_contract(fitted):
+    metrics = json.loads((fitted / "metrics.json").read_text())
+    assert REQUIRED <= set(metrics)
+    assert metrics["dataset"] == "yinyang" and metrics["method"] == cli.DEFAULT_METHOD
+    assert metrics["epochs"] == 1 and metrics["weights"] == "gaussian" and metrics["device"] == "ideal"
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["nll"] > 0 and metrics["peak_rss_mb"] > 0
+    assert (fitted / "posterior.npz").is_file()
+
+
+def test_evaluate_reproduces_fit_metrics(fitted, capsys):
+    code, out, err = run(["evaluate", str(fitted)], capsys)
+    assert code == 0, err
+    metrics = json.loads((fitted / "metrics.json").read_text())
+    assert f"accuracy {metrics['accuracy']:.4f}" in out
+    assert f"nll {metrics['nll']:.4f}" in out
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["fit", "--method", "nope"], "--method must be one of"),
+        (["fit", "--dataset", "mnist"], "dataset must be one of"),
+        (["fit", "--weights", "int:99"], "int:K needs K in [1, 12]"),
+        (["fit", "--weights", "quaternary"], "weights must be one of"),
+        (["fit", "--hidden", "-3"], "--hidden must be a positive integer"),
+        (["fit", "--device", "quantum"], "--device must be one of"),
+        (["fit", "--dataset", "idx:/no/such/dir"], "is not one"),
+        (["evaluate", "/no/such/dir"], "missing metrics.json"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_user_mistakes_are_one_line_exit_2(argv, fragment, capsys):
+    code, out, err = run(argv, capsys)
+    assert code == 2
+    assert fragment in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_evaluate_rejects_tampered_posterior(fitted, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    shutil.copytree(fitted, bad)
+    (bad / "posterior.npz").write_bytes(b"not a zip archive")
+    code, _, err = run(["evaluate", str(bad)], capsys)
+    assert code == 2 and "not a valid bayes_snn posterior file" in err
+
+
+def _write_idx(path, array):
+    codes = {np.dtype(np.uint8): 0x08}
+    header = bytes([0, 0, codes[array.dtype], array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.tobytes())
+
+
+def test_fit_on_idx_directory(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 40), ("t10k", 20)):
+        labels = rng.integers(0, 3, n).astype(np.uint8)
+        images = (rng.random((n, 4, 4)) * 255).astype(np.uint8)
+        _write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", images)
+        _write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", labels)
+    code, out, err = run(["fit", "--dataset", f"idx:{tmp_path}", *SMALL], capsys)
+    assert code == 0, err
+    assert f"idx:{tmp_path} test: accuracy" in out
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("bayes-snn")
+    if exe is None:
+        pytest.skip("package not installed as a distribution (bayes-snn not on PATH)")
+    proc = subprocess.run([exe, "fit", "--method", "nope"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("bayes-snn: error: --method must be one of")
+
+
+def test_module_entry_point_help():
+    proc = subprocess.run([sys.executable, "-m", "bayes_snn.cli", "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "fit" in proc.stdout and "evaluate" in proc.stdout
