@@ -33,14 +33,19 @@ def _check_scale(scale) -> None:
 
 
 @dataclass(frozen=True)
-class SpikeCount:
-    """Spike count over time, times ``scale``; expects spikes from a neuron layer."""
+class _SpikeReadout:
+    """A readout of the previous neuron layer's spikes, times ``scale``."""
 
     scale: float = 1.0
     needs_spikes = True
 
     def __post_init__(self):
         _check_scale(self.scale)
+
+
+@dataclass(frozen=True)
+class SpikeCount(_SpikeReadout):
+    """Spike count over time, times ``scale``; expects spikes from a neuron layer."""
 
     def __call__(self, spikes: jax.Array) -> jax.Array:
         check_currents(spikes)
@@ -81,14 +86,8 @@ class MeanMembrane:
 
 
 @dataclass(frozen=True)
-class FirstSpikeTime:
+class FirstSpikeTime(_SpikeReadout):
     """Negative time to first spike, times ``scale``; ``T`` steps if a neuron never fires."""
-
-    scale: float = 1.0
-    needs_spikes = True
-
-    def __post_init__(self):
-        _check_scale(self.scale)
 
     def __call__(self, spikes: jax.Array) -> jax.Array:
         check_currents(spikes)
