@@ -16,18 +16,37 @@ import time
 from pathlib import Path
 
 from . import presets
-from .inference import Posterior, SurrogateGradient, fit
+from .inference import SEP, VI, Posterior, RateBackprop, SurrogateGradient, fit
 
 
 def _surrogate(epochs, batch_size):
     return SurrogateGradient(epochs=epochs or 40, batch_size=batch_size or 32)
 
 
+def _sep(epochs, batch_size):
+    return SEP(epochs=epochs or 5, batch_size=batch_size or 32)
+
+
+def _svi(epochs, batch_size):
+    return VI(epochs=epochs or 40, batch_size=batch_size or 32)
+
+
+def _rate(mode):
+    def make(epochs, batch_size):
+        return RateBackprop(mode=mode, epochs=epochs or 40, batch_size=batch_size or 32)
+
+    return make
+
+
 # CLI method name -> make(epochs or None, batch_size or None) -> backend.
 METHODS = {
+    "sep": _sep,
     "surrogate": _surrogate,
+    "rate-m": _rate("rate-m"),
+    "rate-s": _rate("rate-s"),
+    "svi": _svi,
 }
-DEFAULT_METHOD = "surrogate"
+DEFAULT_METHOD = "sep"
 DEVICES = ("ideal",)
 
 

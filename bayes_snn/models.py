@@ -21,6 +21,8 @@ Example
 
 from __future__ import annotations
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -133,4 +135,69 @@ class Regressor(_Model):
         return y
 
 
-__all__ = ["Classifier", "Regressor"]
+class Custom(_Model):
+    """A hand-written NumPyro model around a DSL network, e.g. with a hierarchical prior.
+
+    ``model_fn(x, y=None, *, net, **kwargs)`` is an ordinary NumPyro model that samples
+    the network's weights by calling the ``net`` it is *given* (``net(x, priors=...)``),
+    and observes the targets inside ``numpyro.plate("data", ...)``. The network is passed
+    in, rather than taken from a closure, so that a backend can run it with its own
+    derivative (VI passes a view whose spikes carry a surrogate gradient; the forward
+    values are the same). Exactly one of ``num_classes`` (categorical likelihood on the
+    logits) and ``noise`` (Gaussian likelihood) states the likelihood that
+    ``model_fn`` uses: predictions, ``evaluate`` and the result file use the network
+    and this likelihood directly. A ``Custom`` model runs on the ideal device, and a
+    saved result needs ``Posterior.load(path, model=...)``.
+
+    Example
+    -------
+    >>> import jax, jax.numpy as jnp, numpyro, numpyro.distributions as dist
+    >>> from numpyro.infer import Predictive
+    >>> from bayes_snn import Sequential, Dense, LIF, encoders, readouts
+    >>> def model_fn(x, y=None, *, net):
+    ...     tau = numpyro.sample("tau", dist.HalfNormal(1.0))
+    ...     logits = net(x, priors={"dense_0.weight": dist.Normal(0.0, tau)})
+    ...     with numpyro.plate("data", x.shape[0]):
+    ...         numpyro.sample("y", dist.Categorical(logits=logits), obs=y)
+    >>> net = Sequential(encoders.Direct(4), Dense(8), LIF(), Dense(3), readouts.MeanMembrane())
+    >>> model = Custom(model_fn, net, num_classes=3)
+    >>> Predictive(model, num_samples=2)(jax.random.PRNGKey(0), jnp.ones((5, 2)))["tau"].shape
+    (2,)
+    """
+
+    def __init__(self, model_fn, net: Sequential, *, num_classes: int | None = None, noise: float | None = None):
+        super().__init__(net)
+        if not callable(model_fn):
+            raise ValueError(f"model_fn must be a NumPyro model function; got {type(model_fn).__name__}")
+        params = inspect.signature(model_fn).parameters
+        if "net" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            raise ValueError("model_fn must accept the network as a keyword argument: model_fn(x, y=None, *, net)")
+        if (num_classes is None) == (noise is None):
+            raise ValueError(f"give exactly one of num_classes (classification) and noise (regression); got {num_classes=}, {noise=}")
+        self.model_fn = model_fn
+        self._likelihood = Classifier(net, num_classes) if noise is None else Regressor(net, noise=noise)
+        self.task = self._likelihood.task
+
+    def __call__(self, x, y=None, **kwargs):
+        return self.model_fn(x, y, net=self.net, **kwargs)
+
+    @property
+    def num_classes(self) -> int:
+        return self._likelihood.num_classes
+
+    @property
+    def noise(self) -> float:
+        return self._likelihood.noise
+
+    def observation(self, outputs: jax.Array):
+        return self._likelihood.observation(outputs)
+
+    def predictive(self, outputs: jax.Array) -> jax.Array:
+        """Class probabilities ``[B, C]`` or the regression mean ``[B]``."""
+        return self._likelihood.predictive(outputs)
+
+    def check_targets(self, y):
+        return self._likelihood.check_targets(y)
+
+
+__all__ = ["Classifier", "Regressor", "Custom"]

@@ -234,6 +234,12 @@ class Sequential:
             form = "static features [B, F] (the network starts with an encoder)" if wanted == 2 else (
                 "time-major [T, B, F] (the network has no encoder)")
             raise ValueError(f"x must be {form}; got shape {jnp.shape(x)}")
+        # Concrete inputs only (under jit x is a tracer): NaN would otherwise give silently
+        # wrong spikes, since NaN > threshold is False.
+        if not isinstance(x, jax.core.Tracer):
+            bad = int(np.size(x) - np.count_nonzero(np.isfinite(np.asarray(x, dtype=float))))
+            if bad:
+                raise ValueError(f"x must be finite; found {bad} NaN/inf values")
 
     def apply(
         self,

@@ -45,6 +45,14 @@ def _check_positive(name: str, value) -> None:
         raise ValueError(f"{name} must be > 0; got {value!r}")
 
 
+def _check_scalar_positive(name: str, value) -> None:
+    # A grid prior's values [K] are shared by all weights: an array scale would silently
+    # combine elementwise with the K levels instead.
+    if jnp.ndim(value) != 0:
+        raise ValueError(f"{name} must be a scalar; got shape {jnp.shape(value)}")
+    _check_positive(name, value)
+
+
 class Normal(dist.Normal):
     """Gaussian prior ``N(loc, scale**2)`` (NumPyro's ``Normal`` with validated parameters)."""
 
@@ -158,7 +166,7 @@ class Binary(DiscreteGrid):
     """Uniform prior on {-scale, +scale}."""
 
     def __init__(self, scale=1.0, *, validate_args=None):
-        _check_positive("scale", scale)
+        _check_scalar_positive("scale", scale)
         self.scale = scale
         super().__init__(jnp.array([-1.0, 1.0]) * scale, jnp.full(2, 0.5), validate_args=validate_args)
 
@@ -174,7 +182,9 @@ class Ternary(DiscreteGrid):
     """Prior on {-scale, 0, +scale} with ``P(0) = p_zero`` and symmetric signs."""
 
     def __init__(self, scale=1.0, p_zero=1.0 / 3.0, *, validate_args=None):
-        _check_positive("scale", scale)
+        _check_scalar_positive("scale", scale)
+        if jnp.ndim(p_zero) != 0:
+            raise ValueError(f"p_zero must be a scalar; got shape {jnp.shape(p_zero)}")
         _check_finite("p_zero", p_zero)
         if _concrete(p_zero) and not 0.0 < float(p_zero) < 1.0:
             raise ValueError(f"p_zero must lie in (0, 1); got {p_zero!r}")
@@ -200,7 +210,7 @@ class IntegerGrid(DiscreteGrid):
     def __init__(self, bits=6, scale=1.0, *, validate_args=None):
         if not isinstance(bits, (int, np.integer)) or isinstance(bits, bool) or not 1 <= bits <= 12:
             raise ValueError(f"bits must be an integer in [1, 12]; got {bits!r}")
-        _check_positive("scale", scale)
+        _check_scalar_positive("scale", scale)
         self.bits, self.scale = int(bits), scale
         top = 2**self.bits - 1
         levels = jnp.arange(-top, top + 1, dtype=jnp.float32)

@@ -49,7 +49,11 @@ def fast_sigmoid(slope: float = 25.0):
 
 
 def arctan(slope: float = 2.0):
-    """snnTorch's ``atan``: ``d/dx = 1 / (1 + (pi/2 * slope * x)^2)``."""
+    """Arctan surrogate: ``d/dx = 1 / (1 + (pi/2 * slope * x)^2)``, peak 1 at ``x = 0``.
+
+    snnTorch's ``atan(alpha)`` is this times ``alpha / 2``: the same at its default
+    ``alpha = slope = 2``.
+    """
     k = _check_slope(slope)
     return _surrogate(lambda x: 1.0 / (1.0 + (jnp.pi / 2 * k * x) ** 2))
 

@@ -1,7 +1,10 @@
 """Inference: ``fit`` and its backends, and the ``Posterior`` result type."""
 
 from .fit import fit
+from .rate import RateBackprop
 from .result import Posterior
+from .sep import SEP
 from .surrogate import SurrogateGradient
+from .vi import VI
 
-__all__ = ["fit", "Posterior", "SurrogateGradient"]
+__all__ = ["fit", "Posterior", "RateBackprop", "SEP", "SurrogateGradient", "VI"]

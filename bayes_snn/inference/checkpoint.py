@@ -36,15 +36,21 @@ def save_checkpoint(path, state, epoch: int, rng_key: jax.Array, method: str, hi
 def load_checkpoint(path, like_state, method: str):
     """Return ``(state, epoch, rng_key, history)`` from ``path``, shaped like ``like_state``."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError("it holds a single .npy array")
+        with loaded as npz:
             arrays = {k: npz[k] for k in npz.files}
         meta = json.loads(str(arrays.pop("__meta__")))
-    except (ValueError, OSError, KeyError, zipfile.BadZipFile, EOFError) as err:
+    except (ValueError, OSError, KeyError, EOFError, NotImplementedError, RecursionError, zipfile.BadZipFile) as err:
         raise ValueError(f"{path} is not a valid bayes_snn checkpoint ({err})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{path} is not a bayes_snn checkpoint (format {meta.get('format') if isinstance(meta, dict) else None!r})")
     if meta.get("method") != method:
         raise ValueError(f"{path} was written by method {meta.get('method')!r}; cannot resume it with {method!r}")
+    epoch = meta.get("epoch")
+    if not isinstance(epoch, int) or epoch < 0 or "rng_key" not in arrays:
+        raise ValueError(f"{path} is not a valid bayes_snn checkpoint (epoch {epoch!r}, rng_key present: {'rng_key' in arrays})")
     like, treedef = jax.tree_util.tree_flatten(like_state)
     if meta.get("leaves") != len(like):
         raise ValueError(f"{path} holds {meta.get('leaves')} state arrays; this configuration needs {len(like)}")
@@ -56,7 +62,7 @@ def load_checkpoint(path, like_state, method: str):
             raise ValueError(f"{path}: state array {i} must be {np.shape(ref)} {np.asarray(ref).dtype}; got {got}")
         leaves.append(jnp.asarray(value))
     history = {k: arrays[f"h/{k}"] for k in meta.get("history", []) if f"h/{k}" in arrays}
-    return jax.tree_util.tree_unflatten(treedef, leaves), int(meta["epoch"]), jnp.asarray(arrays["rng_key"]), history
+    return jax.tree_util.tree_unflatten(treedef, leaves), epoch, jnp.asarray(arrays["rng_key"]), history
 
 
 __all__ = ["save_checkpoint", "load_checkpoint"]

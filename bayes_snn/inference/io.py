@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+import zlib
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -38,7 +39,8 @@ def _family(d) -> tuple[str, dict[str, np.ndarray]]:
     if isinstance(d, dist.Delta):
         return "delta", {"v": d.v}
     if isinstance(d, dist.Normal):
-        return "normal", {"loc": d.loc, "scale": d.scale}
+        # NumPyro keeps loc and scale unbroadcast (e.g. a scalar scale has shape (1, 1)).
+        return "normal", {"loc": jnp.broadcast_to(d.loc, d.batch_shape), "scale": jnp.broadcast_to(d.scale, d.batch_shape)}
     if isinstance(d, DiscreteGrid):
         return "categorical", {"values": d.values, "probs": jnp.broadcast_to(d.probs, d.batch_shape + d.values.shape)}
     raise ValueError(f"cannot save a posterior factor of type {type(d).__name__}")
@@ -70,17 +72,20 @@ def _fail(path, msg) -> ValueError:
 
 def _read(path) -> tuple[dict, dict[str, np.ndarray]]:
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError("it holds a single .npy array")
+        with loaded as npz:
             arrays = {k: npz[k] for k in npz.files}
     except FileNotFoundError:
         raise ValueError(f"no such file: {path}") from None
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as err:
+    except (ValueError, OSError, EOFError, NotImplementedError, zipfile.BadZipFile, zlib.error) as err:
         raise _fail(path, f"cannot read it as a NumPy .npz archive without pickle ({err})") from None
     if "__meta__" not in arrays:
         raise _fail(path, "missing the __meta__ header")
     try:
         meta = json.loads(str(arrays.pop("__meta__")))
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, RecursionError) as err:
         raise _fail(path, f"the header is not JSON ({err})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise _fail(path, f"format must be {FORMAT!r}; got {meta.get('format') if isinstance(meta, dict) else meta!r}")
@@ -131,15 +136,18 @@ def load_posterior(path, model=None):
             raise ValueError(f"{path} was fitted on a hand-written model: pass it as load(path, model=...)")
         try:
             model = from_config(meta["model"])
-        except ValueError as err:
+        except (ValueError, RecursionError) as err:
             raise _fail(path, str(err)) from None
     shapes = model.net.param_shapes(in_features)
     if set(sites) != set(shapes):
         raise _fail(path, f"sites must be {sorted(shapes)}; got {sorted(sites)}")
     expected = {f"h/{k}" for k in history_keys}
+    missing = sorted(expected - set(arrays))
+    if missing:
+        raise _fail(path, f"missing arrays {missing}")
     weights = {}
     for site, family in sites.items():
-        if family not in _FAMILIES:
+        if not isinstance(family, str) or family not in _FAMILIES:
             raise _fail(path, f"{site} has unknown family {family!r}")
         keys = {name: f"w/{site}/{name}" for name in _FAMILIES[family]}
         missing = [k for k in keys.values() if k not in arrays]

@@ -20,6 +20,7 @@ Example
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable
 
 import jax
@@ -95,12 +96,10 @@ class Posterior:
         """Draw ``num_samples`` weight sets; each site gets a leading axis ``[S, ...]``."""
         _check_count("num_samples", num_samples)
         keys = jax.random.split(rng_key, len(self.weights))
-        return {k: d.sample(key, (num_samples,)) for key, (k, d) in zip(keys, self.weights.items())}
+        # Sorted sites: the draws must not depend on the dict's order (pytree round trips sort it).
+        return {k: self.weights[k].sample(key, (num_samples,)) for key, k in zip(keys, sorted(self.weights))}
 
     # ---- prediction ------------------------------------------------------------------
-    def _outputs(self, params, x, key):
-        return self.model.net.apply(params, x, key, device=self.model.device)
-
     def predict_samples(
         self, x, rng_key: jax.Array | None = None, *, num_samples: int = 100, chunk_size: int = 16
     ) -> jax.Array:
@@ -113,14 +112,12 @@ class Posterior:
         _check_count("num_samples", num_samples)
         _check_count("chunk_size", chunk_size)
         if self.is_point_estimate and not self._random_forward:
-            params = self.mean()
-            return self.model.predictive(self._outputs(params, x, None))[None]
+            return _predict_point(self.model, self.mean(), x)[None]
         rng_key = jax.random.PRNGKey(0) if rng_key is None else rng_key
         k_w, k_f = jax.random.split(rng_key)
         draws = self.sample_weights(k_w, num_samples)
         keys = jax.random.split(k_f, num_samples)
-        fn = lambda args: self.model.predictive(self._outputs(args[0], x, args[1] if self._random_forward else None))
-        return _predict_chunks(fn, draws, keys, chunk_size)
+        return _predict_draws(self.model, self._random_forward, min(chunk_size, num_samples), draws, x, keys)
 
     @property
     def _random_forward(self) -> bool:
@@ -181,16 +178,27 @@ def _check_count(name: str, value) -> None:
 
 
 def _unpack(data):
-    try:
-        x, y = data[0], data[1]
-    except (TypeError, IndexError, KeyError):
-        raise ValueError(f"data must be a Dataset or a tuple (x, y); got {type(data).__name__}") from None
-    return x, y
+    # A bare array also supports data[0], data[1] (its first two rows): reject it here.
+    if not isinstance(data, (tuple, list)) or len(data) < 2:
+        raise ValueError(f"data must be a Dataset or a tuple (x, y); got {type(data).__name__}")
+    return data[0], data[1]
 
 
-def _predict_chunks(fn, draws, keys, chunk_size):
+# Jitted with the model static: one compilation per (model, shapes), reused by every call
+# (eagerly, lax.map would trace afresh each call and run its remainder chunk op by op).
+@partial(jax.jit, static_argnums=0)
+def _predict_point(model, params, x):
+    return model.predictive(model.net.apply(params, x, None, device=model.device))
+
+
+@partial(jax.jit, static_argnums=(0, 1, 2))
+def _predict_draws(model, random_forward, chunk_size, draws, x, keys):
+    def one(args):
+        params, key = args
+        return model.predictive(model.net.apply(params, x, key if random_forward else None, device=model.device))
+
     # lax.map with batch_size vmaps chunk_size draws at a time: bounded memory, one trace.
-    return jax.lax.map(fn, (draws, keys), batch_size=min(chunk_size, keys.shape[0]))
+    return jax.lax.map(one, (draws, keys), batch_size=chunk_size)
 
 
 __all__ = ["Posterior", "PREDICTORS"]

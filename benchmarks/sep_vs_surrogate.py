@@ -1,0 +1,178 @@
+"""Benchmark: SEP vs the surrogate-gradient trainer on Yin-Yang and digits.
+
+Grid: dataset {yinyang, digits} x weights {gaussian, binary, ternary} x neuron
+{single-step, lif} x method {sep, surrogate}, all on the same network
+(``presets.classifier``: Direct encoding, Dense(hidden), SpikeResponse or LIF(0.9, 1),
+Dense(classes), mean-membrane readout) and the same minibatches (batch 32). Each
+configuration runs in its own process so that its peak RSS is its own.
+
+Per configuration: test accuracy after every epoch; after the last epoch NLL and ECE (SEP:
+the moment-propagation predictive, and accuracy/NLL/ECE of the Monte Carlo predictive with
+100 weight draws; surrogate: its point estimate); the median seconds per epoch over epochs
+2.. (epoch 1 includes compilation; with a single epoch it is reported as is); the peak
+RSS of the process; and the number of floats in the trainer state (SEP: 2 per Gaussian
+weight, K per categorical weight; surrogate with Adam: 3 per weight). Discrete weights are
+trained by the surrogate trainer as latent reals projected with a straight-through
+estimator (its documented behaviour).
+
+Usage::
+
+    python benchmarks/sep_vs_surrogate.py --out sep.json             # full grid
+    python benchmarks/sep_vs_surrogate.py --out smoke.json --quick   # Yin-Yang, Gaussian, 1 epoch
+
+Targets from the issue are checked and printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+TARGETS = {
+    ("yinyang", "gaussian"): 0.96,
+    ("yinyang", "binary"): 0.93,
+    ("digits", "gaussian"): 0.95,
+}
+
+
+def _run_one(cfg: dict) -> dict:
+    """Train one configuration in this process; returns its row."""
+    import jax
+    import numpy as np
+
+    from bayes_snn import inference, presets
+    from bayes_snn.datasets.batching import Batch, minibatch_indices
+    from bayes_snn.inference.result import Posterior
+
+    train, test = presets.load_dataset(cfg["dataset"])
+    if cfg["train_size"]:
+        train = train._replace(x=train.x[: cfg["train_size"]], y=train.y[: cfg["train_size"]])
+    classes = int(max(train.y.max(), test.y.max())) + 1
+    model = presets.classifier(train.x.shape[1], classes, hidden=cfg["hidden"], steps=cfg["steps"],
+                               weights=cfg["weights"], neuron=cfg["neuron"], readout_scale=cfg["readout_scale"])
+    if cfg["method"] == "sep":
+        method = inference.SEP(epochs=cfg["epochs"], batch_size=cfg["batch_size"])
+    else:
+        method = inference.SurrogateGradient(epochs=cfg["epochs"], batch_size=cfg["batch_size"])
+    x, y = model.check_data(train.x, train.y)
+    key_init, key_loop = jax.random.split(jax.random.PRNGKey(cfg["seed"]))
+    state = method.init(key_init, model, x, y)
+    step = jax.jit(method.step)
+    n = len(y)
+    accuracy, seconds = [], []
+    mode = "moments" if cfg["method"] == "sep" else "sample"
+    for epoch in range(cfg["epochs"]):
+        # The same shuffling as inference.fit.
+        k_perm, k_steps = jax.random.split(jax.random.fold_in(key_loop, epoch))
+        idx, mask = minibatch_indices(k_perm, n, min(cfg["batch_size"], n))
+        t0 = time.perf_counter()
+        for b in range(idx.shape[0]):
+            state, _ = step(jax.random.fold_in(k_steps, b), state, Batch(x[idx[b]], y[idx[b]], mask[b]))
+        jax.block_until_ready(state)
+        seconds.append(time.perf_counter() - t0)
+        post = Posterior(model, method.posterior(state), method.name, x.shape[-1])
+        accuracy.append(post.evaluate(test, mode=mode)["accuracy"])
+    final = post.evaluate(test, mode=mode)
+    row = dict(cfg, accuracy=accuracy, nll=final["nll"], ece=final["ece"], brier=final["brier"],
+               seconds_per_epoch=statistics.median(seconds[1:] or seconds), first_epoch_seconds=seconds[0],
+               peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+               state_floats=int(sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(state))))
+    if cfg["method"] == "sep":
+        mc = post.evaluate(test, jax.random.PRNGKey(1), num_samples=100)
+        row.update(mc_accuracy=mc["accuracy"], mc_nll=mc["nll"], mc_ece=mc["ece"])
+    return row
+
+
+def _configs(args) -> list[dict]:
+    grid = itertools.product(args.datasets, args.weights, args.neurons, ("sep", "surrogate"))
+    return [
+        dict(dataset=d, weights=w, neuron=n, method=m, epochs=args.epochs, batch_size=args.batch_size,
+             hidden=args.hidden, steps=args.steps, readout_scale=args.readout_scale, seed=args.seed,
+             train_size=args.train_size)
+        for d, w, n, m in grid
+    ]
+
+
+def _table(rows: list[dict]) -> str:
+    head = f"{'dataset':8} {'weights':8} {'neuron':11} {'method':9} {'acc/epoch':22} {'NLL':>6} {'ECE':>6} " \
+           f"{'s/epoch':>7} {'ratio':>5} {'RSS MB':>7} {'state':>7}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        partner = next((o for o in rows if o["method"] == "surrogate" and all(
+            o[k] == r[k] for k in ("dataset", "weights", "neuron"))), None)
+        ratio = r["seconds_per_epoch"] / partner["seconds_per_epoch"] if partner else float("nan")
+        acc = " ".join(f"{a:.3f}" for a in r["accuracy"][-3:])
+        lines.append(f"{r['dataset']:8} {r['weights']:8} {r['neuron']:11} {r['method']:9} {acc:22} {r['nll']:6.3f} "
+                     f"{r['ece']:6.3f} {r['seconds_per_epoch']:7.2f} {ratio:5.2f} {r['peak_rss_mb']:7.0f} "
+                     f"{r['state_floats']:7d}")
+        if "mc_accuracy" in r:
+            lines.append(f"{'':39}{'  MC over q: acc ' + format(r['mc_accuracy'], '.3f'):22} {r['mc_nll']:6.3f} "
+                         f"{r['mc_ece']:6.3f}")
+    return "\n".join(lines)
+
+
+def _targets(rows: list[dict]) -> list[str]:
+    out = []
+    for r in rows:
+        if r["method"] != "sep":
+            continue
+        goal = TARGETS.get((r["dataset"], r["weights"]))
+        partner = next((o for o in rows if o["method"] == "surrogate" and all(
+            o[k] == r[k] for k in ("dataset", "weights", "neuron"))), None)
+        checks = []
+        if goal is not None:
+            checks.append(f"accuracy {r['accuracy'][-1]:.3f} >= {goal}: {'yes' if r['accuracy'][-1] >= goal else 'NO'}")
+        checks.append(f"ECE {r['ece']:.3f} <= 0.03: {'yes' if r['ece'] <= 0.03 else 'NO'}")
+        if partner:
+            ratio = r["seconds_per_epoch"] / partner["seconds_per_epoch"]
+            checks.append(f"time ratio {ratio:.2f} <= 2: {'yes' if ratio <= 2 else 'NO'}")
+        out.append(f"{r['dataset']}/{r['weights']}/{r['neuron']}: " + "; ".join(checks))
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="JSON file for the rows")
+    p.add_argument("--quick", action="store_true", help="smoke run: Yin-Yang, Gaussian, 1 epoch, 1000 examples")
+    p.add_argument("--datasets", nargs="+", default=["yinyang", "digits"])
+    p.add_argument("--weights", nargs="+", default=["gaussian", "binary", "ternary"])
+    p.add_argument("--neurons", nargs="+", default=["single-step", "lif"])
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--steps", type=int, default=10, help="time steps of the LIF network")
+    p.add_argument("--readout-scale", type=float, default=30.0)
+    p.add_argument("--train-size", type=int, default=0, help="use only the first N training examples (0 = all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one JSON config, print its row
+    args = p.parse_args(argv)
+    if args.one:
+        print(json.dumps(_run_one(json.loads(args.one))))
+        return 0
+    if args.quick:
+        args.datasets, args.weights, args.epochs, args.train_size = ["yinyang"], ["gaussian"], 1, 1000
+    rows = []
+    for cfg in _configs(args):
+        run = subprocess.run([sys.executable, __file__, "--out", args.out, "--one", json.dumps(cfg)],
+                             capture_output=True, text=True)
+        if run.returncode != 0:
+            print(f"FAILED {cfg}: {run.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+            continue
+        rows.append(json.loads(run.stdout.strip().splitlines()[-1]))
+        print(f"done {cfg['dataset']}/{cfg['weights']}/{cfg['neuron']}/{cfg['method']}: "
+              f"acc {rows[-1]['accuracy']}", flush=True)
+    with open(args.out, "w") as f:
+        json.dump(rows, f, indent=1)
+    print(_table(rows))
+    print("\n".join(_targets(rows)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

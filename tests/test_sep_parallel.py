@@ -1,0 +1,59 @@
+"""SEP's data-parallel minibatch update: four forced host CPU devices reproduce one device.
+
+XLA fixes the number of host devices when JAX starts, so the comparison runs in a fresh
+interpreter with ``XLA_FLAGS=--xla_force_host_platform_device_count=4``.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import Mesh
+
+from bayes_snn.inference import SEP
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, jax, jax.numpy as jnp, numpy as np
+    from jax.sharding import Mesh
+    from bayes_snn import Classifier, Dense, LIF, Sequential, datasets, encoders, inference, readouts
+
+    assert jax.device_count() == 4, jax.devices()
+    data = datasets.yin_yang("train", size=100)  # 100 = 3 batches of 32 + a padded one
+    net = Sequential(encoders.Direct(3), Dense(8), LIF(beta=0.9), Dense(3), readouts.MeanMembrane(scale=4.0))
+    out = {}
+    for name, mesh in [("one", None), ("four", Mesh(np.array(jax.devices()), ("batch",)))]:
+        post = inference.fit(Classifier(net, 3), data, inference.SEP(epochs=2, batch_size=32, mesh=mesh),
+                             rng_key=jax.random.PRNGKey(0), progress_bar=False)
+        out[name] = {k: [np.asarray(d.loc).tolist(), np.asarray(d.scale).tolist()] for k, d in post.weights.items()}
+        out[name + "_loglik"] = post.history["log_lik"].tolist()
+    print(json.dumps(out))
+    """
+)
+
+
+def test_four_devices_reproduce_one_device():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    run = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    for site, (loc, scale) in out["one"].items():
+        loc4, scale4 = out["four"][site]
+        # Only the order of the float32 sums over the batch differs (an all-reduce across
+        # devices); two epochs of updates amplify ~1e-7 relative rounding to ~1e-5.
+        np.testing.assert_allclose(loc4, loc, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(scale4, scale, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out["four_loglik"], out["one_loglik"], rtol=1e-4)
+
+
+def test_mesh_must_divide_the_batch():
+    mesh = Mesh(np.array(jax.devices()[:1]), ("batch",))
+    assert SEP(batch_size=5, mesh=mesh).mesh is mesh  # one device divides everything
+    with pytest.raises(ValueError, match="mesh"):
+        SEP(mesh=[jax.devices()[0]])
+
