@@ -15,8 +15,8 @@ Two parts, each configuration in its own process (so its peak RSS is its own):
 
 Usage::
 
-    python benchmarks/trainers.py --out trainers.json            # full (about half an hour)
-    python benchmarks/trainers.py --out smoke.json --quick       # smoke run (~2 minutes)
+    python benchmarks/trainers.py --out trainers.json            # full (~35 min on 2 busy cores)
+    python benchmarks/trainers.py --out smoke.json --quick       # smoke run (a few minutes)
 
 The JSON file holds a list of rows with ``part``, ``dataset``, ``method``, ``steps``,
 ``temp_bytes``, ``peak_rss_mb``, ``seconds_per_epoch``, ``accuracy`` and the settings.

@@ -4,7 +4,8 @@ Every method fits the same model, the CLI's default network (``presets.classifie
 Direct(10) -> Dense(128) -> LIF -> Dense(C) -> mean membrane x 30, unit-variance Gaussian
 priors), on Yin-Yang and digits, over several seeds. Rows:
 
-* ``surrogate``  BPTT point estimate (MAP), Adam 5e-3 constant (the CLI's trainer).
+* ``surrogate``  BPTT point estimate (MAP), ``inference.SurrogateGradient()`` with its
+  defaults (the CLI's trainer).
 * ``svi``        ``inference.VI()`` with its defaults: the ELBO (``kl_weight=1``), Adam
   0.03 cosine-decayed to zero over the run.
 * ``svi-t0.1``   the same with ``kl_weight=0.1``: a tempered posterior (see ``VI``).

@@ -110,7 +110,6 @@ def test_discrete_priors_give_categorical_factors(data):
         np.testing.assert_allclose(w.probs.sum(-1), 1.0, atol=1e-5)
         assert bool(jnp.all(w.probs >= 0.99 * SEP().min_prob))
     assert isinstance(post.weights["dense_1.bias"], dist.Normal)  # the bias keeps its Normal prior
-    assert post.predict(data.x[:5], jax.random.PRNGKey(0), num_samples=10).shape == (5, 3)
 
 
 def test_rate_stochastic_reset_and_spike_count_network(data):
@@ -127,16 +126,16 @@ def test_rate_stochastic_reset_and_spike_count_network(data):
 
 def test_moments_are_exact_for_deterministic_weights(data):
     # Zero weight variance and deterministic inputs: assumed-density filtering must reproduce
-    # the simulation spike for spike (p in {0, 1}), including leak, reset and readout.
-    for enc, cell in [(encoders.Direct(6), LIF(beta=0.8, threshold=0.5)),
-                      (encoders.Latency(6), LIF(beta=0.9, threshold=0.3, reset="zero"))]:
-        net = Sequential(enc, Dense(5), cell, Dense(3), readouts.MeanMembrane(beta=0.5, scale=2.0))
-        params = net.init_params(jax.random.PRNGKey(3), 4)
-        mom = {k: (v, jnp.zeros_like(v)) for k, v in params.items()}
-        x = jnp.asarray(data.x[:20])
-        mean, var = jax.vmap(lambda xi: moments.output_moments(net, mom, xi))(x)
-        np.testing.assert_allclose(mean, net.apply(params, x), rtol=1e-4, atol=1e-4)
-        np.testing.assert_allclose(var, 0.0, atol=1e-6)
+    # the simulation spike for spike (p in {0, 1}), including leak, both resets and readout.
+    net = Sequential(encoders.Latency(6), Dense(5, gain=2.0), LIF(beta=0.9, threshold=0.3, reset="zero"), Dense(5),
+                     LIF(beta=0.8, threshold=0.5), Dense(3), readouts.MeanMembrane(beta=0.5, scale=2.0))
+    params = net.init_params(jax.random.PRNGKey(3), 4)
+    mom = {k: (v, jnp.zeros_like(v)) for k, v in params.items()}
+    x = jnp.asarray(data.x[:20])
+    mean, var = jax.jit(jax.vmap(lambda xi: moments.output_moments(net, mom, xi)))(x)
+    assert float(jnp.std(net.apply(params, x))) > 0.1  # the spikes do vary between examples
+    np.testing.assert_allclose(mean, net.apply(params, x), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(var, 0.0, atol=1e-6)
 
 
 def test_threshold_of_a_gaussian_current_matches_monte_carlo():

@@ -25,10 +25,10 @@ SCRIPT = textwrap.dedent(
 
     assert jax.device_count() == 4, jax.devices()
     data = datasets.yin_yang("train", size=100)  # 100 = 3 batches of 32 + a padded one
-    net = Sequential(encoders.Direct(3), Dense(8), LIF(beta=0.9), Dense(3), readouts.MeanMembrane(scale=4.0))
+    net = Sequential(encoders.Direct(3), Dense(6), LIF(beta=0.9), Dense(3), readouts.MeanMembrane(scale=4.0))
     out = {}
     for name, mesh in [("one", None), ("four", Mesh(np.array(jax.devices()), ("batch",)))]:
-        post = inference.fit(Classifier(net, 3), data, inference.SEP(epochs=2, batch_size=32, mesh=mesh),
+        post = inference.fit(Classifier(net, 3), data, inference.SEP(epochs=1, batch_size=32, mesh=mesh),
                              rng_key=jax.random.PRNGKey(0), progress_bar=False)
         out[name] = {k: [np.asarray(d.loc).tolist(), np.asarray(d.scale).tolist()] for k, d in post.weights.items()}
         out[name + "_loglik"] = post.history["log_lik"].tolist()
@@ -45,7 +45,7 @@ def test_four_devices_reproduce_one_device():
     for site, (loc, scale) in out["one"].items():
         loc4, scale4 = out["four"][site]
         # Only the order of the float32 sums over the batch differs (an all-reduce across
-        # devices); two epochs of updates amplify ~1e-7 relative rounding to ~1e-5.
+        # devices); four updates amplify ~1e-7 relative rounding to at most ~1e-5.
         np.testing.assert_allclose(loc4, loc, rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(scale4, scale, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(out["four_loglik"], out["one_loglik"], rtol=1e-4)

@@ -96,6 +96,7 @@ def test_binary_single_layer_matches_enumeration():
     assert gap < 0.6 * prior_gap  # measured 0.09 vs 0.21
 
 
+@pytest.mark.slow
 def test_binary_two_layer_predictive_matches_enumeration():
     # 3 inputs (one constant) -> 2 Heaviside -> 2 outputs: 10 binary weights. Hidden units are
     # exchangeable, so exact marginals are symmetrised; only the predictive is comparable.

@@ -51,6 +51,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro.distributions as dist
 from jax.scipy.special import erfc
 
@@ -66,6 +67,9 @@ TINY = 1e-10
 # sigmoid(x) ~ Phi(sqrt(pi/8) x): escape noise of scale s acts like Gaussian noise of
 # variance s^2 * 8/pi on the membrane.
 PROBIT_VAR = 8.0 / jnp.pi
+# Discrete first layers with at most this many joint weight values per unit are summed
+# over exactly instead of using the central limit (see ``enumerated``).
+ENUMERATE_LIMIT = 256
 SQRT_HALF = 0.7071067811865476
 INV_SQRT_2PI = 0.3989422804014327
 
@@ -105,17 +109,28 @@ def check_supported(model) -> None:
             raise ValueError(f"moment propagation supports MeanMembrane and SpikeCount readouts; layer {name} is FirstSpikeTime")
 
 
-def site_moments(weights: dict) -> dict[str, tuple[jax.Array, jax.Array]]:
-    """``{site: (mean, var)}`` of posterior factors (``Normal``, ``DiscreteGrid`` or ``Delta``)."""
+def site_moments(weights: dict) -> dict:
+    """Moment-pass inputs of posterior factors: ``(mean, var)`` for ``Normal``/``Delta``,
+    the probabilities ``[..., K]`` for ``DiscreteGrid`` (over the layer prior's support)."""
     out = {}
     for site, d in weights.items():
         if isinstance(d, dist.Delta):
             out[site] = (d.v, jnp.zeros_like(d.v))
-        elif isinstance(d, (dist.Normal, DiscreteGrid)):
+        elif isinstance(d, dist.Normal):
             out[site] = (d.mean, d.variance)
+        elif isinstance(d, DiscreteGrid):
+            out[site] = jnp.broadcast_to(d.probs, d.batch_shape + d.values.shape)
         else:
             raise ValueError(f"moment propagation needs Normal, DiscreteGrid or Delta factors; {site} is {type(d).__name__}")
     return out
+
+
+def _mean_var(entry, prior):
+    """``(mean, var)`` of a site given as ``(mean, var)`` or as probabilities over ``prior.values``."""
+    if isinstance(entry, tuple):
+        return entry
+    mean = entry @ prior.values
+    return mean, jnp.maximum(entry @ prior.values**2 - mean**2, 0.0)
 
 
 def steps_of(net: Sequential, x: jax.Array) -> int:
@@ -152,15 +167,15 @@ def _threshold(mu, var, theta, noise_var):
     """Spike statistics of ``S = 1[V + eta > theta]``, ``V ~ N(mu, var)``, ``eta ~ N(0, noise_var)``.
 
     Returns ``p``, ``p(1-p)``, ``phi(a)/tau`` (density of ``V + eta`` at ``theta``), ``tau``, ``a``.
-    Safe tails: ``p`` and ``1 - p`` are each computed as ``erfc`` of the side where they are
-    small, so both keep full relative precision far out in the tails (``p (1 - p)`` never
-    cancels to a spurious 0); ``erfc`` costs less than half of ``log_ndtr`` here and no
-    quantity needs ``log p``.
+    Safe tails: the smaller of ``p`` and ``1 - p`` is ``erfc`` of ``|a|``, so it keeps full
+    relative precision far out in the tail (``p (1 - p)`` never cancels to a spurious 0);
+    one ``erfc`` costs less than half of ``log_ndtr`` here and no quantity needs ``log p``.
     """
     tau = _sqrt(var + noise_var)
     a = (mu - theta) / tau
-    p = 0.5 * erfc(-a * SQRT_HALF)
-    q = 0.5 * erfc(a * SQRT_HALF)
+    tail = 0.5 * erfc(jnp.abs(a) * SQRT_HALF)  # the smaller of p and 1 - p, to full precision
+    p = jnp.where(a > 0, 1.0 - tail, tail)
+    q = jnp.where(a > 0, tail, 1.0 - tail)
     dens = jnp.exp(-0.5 * a**2) * INV_SQRT_2PI / tau
     return p, p * q, dens, tau, a
 
@@ -221,29 +236,74 @@ def _readout_membrane(a: Act, readout, w, b, gain, steps):
     return mean, var
 
 
-def output_moments(net: Sequential, mom: dict, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Readout mean and variance ``[C]`` for one example ``x`` under weight moments ``mom``.
+def _enumerable(layer, entry, a_is_deterministic: bool, fan_in: int) -> bool:
+    """True if the layer's discrete weights can be summed over exactly (see ``enumerated``)."""
+    if not a_is_deterministic or isinstance(entry, tuple):
+        return False
+    return entry.shape[-1] ** fan_in <= ENUMERATE_LIMIT
 
-    ``x`` is ``[F]`` for a network with an encoder, else time-major ``[T, F]``.
+
+def enumerated(a: Act, probs, values, b: tuple | None, gain: float, cell, steps: int) -> Act:
+    """Dense + neuron with discrete weights and deterministic inputs, summed over exactly.
+
+    Unit ``j``'s current is a mixture over the ``K^F`` joint values of its ``F`` incoming
+    weights (probabilities ``prod_i q(w_ij)``), each component Gaussian only through the
+    bias: the central-limit step is not used. The neuron runs on every component and the
+    spike moments are mixed; the static deviation of the mixture is the standard deviation
+    of the per-component firing probability (plus each component's own). Used when
+    ``K^F <= ENUMERATE_LIMIT`` (e.g. binary or ternary weights on Yin-Yang's 4 inputs),
+    where the central limit is poor and ``log Z`` is exactly linear in each ``q(w_ij)``, so
+    that SEP's categorical update is exact for these weights.
+    """
+    fan_in, k = probs.shape[0], probs.shape[-1]
+    idx = np.stack(np.unravel_index(np.arange(k**fan_in), (k,) * fan_in), -1)  # [C, F]
+    onehot = jnp.asarray(np.eye(k, dtype=np.float32)[idx])  # [C, F, K]
+    log_pi = jnp.einsum("cfk,fhk->ch", onehot, jnp.log(jnp.maximum(probs, 1e-30)))
+    pi = jnp.exp(log_pi)  # [C, H]
+    cur = gain * (a.mean @ values[idx].T)  # [T_in, C]
+    b_mean, b_var = b if b is not None else (0.0, 0.0)
+    mean = cur[..., None] + b_mean  # [T_in, C, H]
+    hidden = pi.shape[-1]
+    flat = lambda v: jnp.broadcast_to(v, mean.shape).reshape(mean.shape[0], -1)
+    out = neuron(cell, Act(flat(mean), flat(_sqrt(b_var)), flat(b_var + 0.0 * mean)), steps)
+    p_c, kappa_c = (v.reshape(steps, -1, hidden) for v in (out.mean, out.static))
+    p = jnp.einsum("ch,tch->th", pi, p_c)
+    second = jnp.einsum("ch,tch->th", pi, p_c**2 + kappa_c**2)
+    return Act(p, _sqrt(second - p**2), p * (1.0 - p))
+
+
+def output_moments(net: Sequential, mom: dict, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Readout mean and variance ``[C]`` for one example ``x`` under the weight factors ``mom``.
+
+    ``mom[site]`` is ``(mean, var)`` or, for a discrete prior, the probabilities ``[..., K]``
+    over the prior's support. ``x`` is ``[F]`` for a network with an encoder, else
+    time-major ``[T, F]``.
     """
     steps = steps_of(net, x)
     layers = list(zip(net.names, net.layers))
-    a = None
+    a, deterministic, skip = None, True, False
     for i, (name, layer) in enumerate(layers):
+        if skip:  # the neuron was handled together with its enumerated Dense layer
+            skip = False
+            continue
         if isinstance(layer, enc.ENCODERS):
-            a = encode(layer, x)
+            a, deterministic = encode(layer, x), not isinstance(layer, enc.Rate)
             continue
         if a is None:  # no encoder: a deterministic time-major input
             zero = jnp.zeros_like(x)
             a = Act(x, zero, zero)
         if isinstance(layer, Dense):
-            w = mom[f"{name}.weight"]
-            b = mom[f"{name}.bias"] if layer.bias else None
-            gain = layer.gain_for(w[0].shape[0])
+            entry = mom[f"{name}.weight"]
+            fan_in = a.mean.shape[-1]
+            b = _mean_var(mom[f"{name}.bias"], layer.bias_prior) if layer.bias else None
+            gain = layer.gain_for(fan_in)
             nxt = layers[i + 1][1] if i + 1 < len(layers) else None
-            if isinstance(nxt, rd.MeanMembrane):
-                return _readout_membrane(a, nxt, w, b, gain, steps)
-            a = dense(a, w, b, gain)
+            if isinstance(nxt, nrn.LIF) and _enumerable(layer, entry, deterministic, fan_in):
+                a, skip = enumerated(a, entry, layer.prior.values, b, gain, nxt, steps), True
+            elif isinstance(nxt, rd.MeanMembrane):
+                return _readout_membrane(a, nxt, _mean_var(entry, layer.prior), b, gain, steps)
+            else:
+                a = dense(a, _mean_var(entry, layer.prior), b, gain)
         elif isinstance(layer, nrn.LIF):
             a = neuron(layer, a, steps)
         elif isinstance(layer, rd.SpikeCount):
@@ -251,6 +311,7 @@ def output_moments(net: Sequential, mom: dict, x: jax.Array) -> tuple[jax.Array,
             return _time_sum(a, c)
         else:
             raise ValueError(f"moment propagation does not support layer {name} ({type(layer).__name__})")
+        deterministic = False
     raise ValueError("moment propagation needs a network ending in a MeanMembrane or SpikeCount readout")
 
 

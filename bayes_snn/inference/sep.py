@@ -13,7 +13,8 @@ PBP/EBP moment propagation and SEP (Li, Hernandez-Lobato & Turner 2015):
   gives each example's derivatives with respect to the cavity moments, exactly (autodiff of a
   deterministic moment map, not stochastic gradient descent).
 * Gaussian sites: the PBP/ADF rule ``m_n = m + v g``, ``v_n = v - v^2 (g^2 - 2h)``;
-  categorical sites: ``log f_n(a) = d1 a + d2 a^2`` (see ``sep_sites.update_cat``). The
+  categorical sites: ``f_n(a_k) = Z_n(a_k) / Z_n`` from ``d log Z / d q(a_k)`` (exact for
+  enumerated layers, first order otherwise; see ``sep_sites.update_cat``). The
   per-example sites are averaged in natural parameters and applied with the SEP update
   ``eta_f <- eta_f + damping / N * sum_n (eta_{f_n} - eta_f)``. Padded examples (``mask``
   False) contribute nothing.
@@ -180,11 +181,14 @@ class SEP:
         return SEPState(sites, jnp.asarray(seen, jnp.float32))
 
     def cavity_moments(self, state: SEPState, cavity: bool = True) -> dict:
-        """``{site: (mean, var)}`` of the cavity (or of ``q`` with ``cavity=False``)."""
+        """Moment-pass inputs of the cavity (or of ``q`` with ``cavity=False``).
+
+        ``(mean, var)`` for Gaussian sites, probabilities ``[..., K]`` for categorical ones.
+        """
         out = {}
         for site, s in state.sites.items():
             if isinstance(s, ss.CatSite):
-                out[site] = ss.cat_moments(s, self._nat[site], self._priors[site].values, state.seen, cavity)
+                out[site] = ss.cat_probs(s, self._nat[site], state.seen, cavity)
             else:
                 out[site] = ss.gauss_moments(s, self._nat[site], state.seen, cavity)
         return out
@@ -201,12 +205,11 @@ class SEP:
         n_new = jnp.minimum(n + jnp.sum(mask), self._n)
         sites, stats = {}, []
         for site, s in state.sites.items():
-            g_mean, g_var = grads[site]
             if isinstance(s, ss.CatSite):
-                values = self._priors[site].values
-                d1 = g_mean - 2.0 * cav[site][0] * g_var  # d logZ / dE[w] at fixed E[w^2]
-                new, st = ss.update_cat(s, self._nat[site], values, n, n_new, d1, g_var, mask, self.damping, self.min_prob)
+                new, st = ss.update_cat(s, self._nat[site], n, n_new, cav[site], grads[site], mask, self.damping,
+                                        self.min_prob)
             else:
+                g_mean, g_var = grads[site]
                 new, st = ss.update_gauss(s, self._nat[site], n, n_new, g_mean, g_var, mask, self.damping, self.min_ratio)
             sites[site] = new
             stats.append(st)
@@ -226,7 +229,7 @@ class SEP:
         out = {}
         for site, s in state.sites.items():
             if isinstance(s, ss.CatSite):
-                probs = jnp.exp(ss.cat_logq(s, self._nat[site], state.seen, cavity=False))
+                probs = ss.cat_probs(s, self._nat[site], state.seen, cavity=False)
                 out[site] = DiscreteGrid(self._priors[site].values, probs / probs.sum(-1, keepdims=True))
             else:
                 mean, var = ss.gauss_moments(s, self._nat[site], state.seen, cavity=False)

@@ -80,11 +80,9 @@ def cat_logq(site: CatSite, log_p0, n: float, cavity: bool):
     return logits - jax.nn.logsumexp(logits, axis=-1, keepdims=True)
 
 
-def cat_moments(site: CatSite, log_p0, values, n: float, cavity: bool):
-    """``(mean, var)`` of a categorical ``q`` or cavity over ``values [K]``."""
-    probs = jnp.exp(cat_logq(site, log_p0, n, cavity))
-    mean = probs @ values
-    return mean, jnp.maximum(probs @ values**2 - mean**2, 0.0)
+def cat_probs(site: CatSite, log_p0, n, cavity: bool):
+    """Probabilities ``[..., K]`` of a categorical ``q`` or cavity."""
+    return jnp.exp(cat_logq(site, log_p0, n, cavity))
 
 
 def init_gauss(rng: np.random.Generator, prior_nat, shape, n: float, init_scale: float) -> GaussSite:
@@ -111,6 +109,9 @@ def init_cat(rng: np.random.Generator, log_p0, values, shape, n: float, init_sca
 
 # q and every cavity keep a precision of at least this fraction of the prior's.
 PRECISION_FLOOR = 1e-3
+# Smallest per-example likelihood ratio Z_n(a) / Z_n used by a categorical site (about
+# 7 nats of evidence against one value from one example).
+RATIO_FLOOR = 1e-3
 
 
 class UpdateStats(NamedTuple):
@@ -164,32 +165,38 @@ def update_gauss(site: GaussSite, prior_nat, n, n_new, g, h, mask, damping: floa
     return new, stats
 
 
-def update_cat(site: CatSite, log_p0, values, n, n_new, d1, d2, mask, damping: float, min_prob: float):
-    """SEP update of a categorical site from ``d1 = dlogZ/dE[w]``, ``d2 = dlogZ/dE[w^2]`` ``[B, ...]``.
+def update_cat(site: CatSite, log_p0, n, n_new, probs, dz, mask, damping: float, min_prob: float):
+    """SEP update of a categorical site from ``dz = dlogZ/dq(a_k)`` ``[B, ..., K]`` at the cavity ``probs``.
 
-    Each example's site is ``log f_n(a) = d1 a + d2 a^2``: the tilted distribution
-    ``cavity(a) Z_n(a)`` with ``log Z_n(a)`` expanded to first order in the weight's
-    sufficient statistics ``(a, a^2)`` around the cavity (for binary weights this is EBP's
-    ``q(w) ~ exp(h w)``). After the averaged update, probabilities of ``q`` below
-    ``min_prob`` are raised to it (counted as clipped) so that no value becomes impossible.
+    The tilted distribution of example ``n`` is ``cavity(a_k) Z_n(a_k) / Z_n``. Because
+    ``Z_n = sum_k cavity(a_k) Z_n(a_k)`` is linear in each weight's probabilities,
+    ``Z_n(a_k) / Z_n = 1 + dz_k - sum_j cavity(a_j) dz_j`` exactly when the moment pass is
+    exact in that weight (an enumerated layer, ``moments.enumerated``); under the central
+    limit it is the first-order estimate (for binary weights the first-order effect is
+    EBP's ``q(w) ~ exp(h w)``). Ratios below ``RATIO_FLOOR`` (a linear estimate that went
+    non-positive) are floored and counted as clipped; after the averaged update every
+    probability of ``q`` is kept >= ``min_prob`` (counted) so that no value becomes impossible.
     """
-    valid = _bcast(mask, d1) & jnp.isfinite(d1) & jnp.isfinite(d2)
-    logf_n = jnp.where(valid, d1, 0.0)[..., None] * values + jnp.where(valid, d2, 0.0)[..., None] * values**2
+    valid = _bcast(mask, dz[..., 0]) & jnp.all(jnp.isfinite(dz), axis=-1)
+    dz = jnp.where(valid[..., None], dz, 0.0)
+    ratio = 1.0 + dz - jnp.sum(probs * dz, axis=-1, keepdims=True)
+    floored = jnp.sum(valid & jnp.any(ratio < RATIO_FLOOR, axis=-1))
+    logf_n = jnp.log(jnp.maximum(ratio, RATIO_FLOOR))
     logf_n = logf_n - logf_n.mean(-1, keepdims=True)
     diff = jnp.where(valid[..., None], logf_n - site.logf, 0.0)
     logf = site.logf + damping * jnp.sum(diff, axis=0) / n_new
     logq = log_p0 + n_new * logf
     logq = logq - jax.nn.logsumexp(logq, axis=-1, keepdims=True)
     floor = np.log(min_prob)
-    clipped = jnp.any(logq < floor, axis=-1)
+    clipped = jnp.sum(jnp.any(logq < floor, axis=-1)) + floored
     logq = jnp.maximum(logq, floor)
     logf = (logq - log_p0) / n_new
     logf = logf - logf.mean(-1, keepdims=True)
     ok = jnp.all(jnp.isfinite(logf), axis=-1)
     new = CatSite(jnp.where(ok[..., None], logf, site.logf))
     change = jnp.sum((n_new * new.logf - n * site.logf) ** 2)
-    dropped = jnp.sum(_bcast(mask, d1) & ~valid)
-    return new, UpdateStats(dropped, jnp.sum(~ok), jnp.sum(clipped), change, jnp.asarray(site.logf.size))
+    dropped = jnp.sum(_bcast(mask, dz[..., 0]) & ~valid)
+    return new, UpdateStats(dropped, jnp.sum(~ok), clipped, change, jnp.asarray(site.logf.size))
 
 
 __all__ = [
@@ -200,7 +207,7 @@ __all__ = [
     "gauss_natural",
     "gauss_moments",
     "cat_logq",
-    "cat_moments",
+    "cat_probs",
     "init_gauss",
     "init_cat",
     "update_gauss",

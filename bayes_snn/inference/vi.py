@@ -116,7 +116,7 @@ class VI:
         Initial Adam step. Unless ``optimizer`` is given, the step decays to zero along a
         cosine over the run (``epochs`` x batches): the ELBO's gradient is noisy, and a
         constant step leaves the factors jittering (94.5% vs 98.1% Yin-Yang accuracy in
-        ``benchmarks/vi_vs_surrogate.py``'s setting). Resuming a checkpoint with a
+        ``benchmarks/vi_vs_surrogate.py``'s setting, fast_sigmoid surrogate). Resuming a checkpoint with a
         different ``epochs`` therefore changes the remaining schedule.
     optimizer : optax.GradientTransformation, optional
         Any optax optimiser (wrapped with ``numpyro.optim.optax_to_numpyro``).
@@ -128,7 +128,10 @@ class VI:
         Gumbel-softmax temperature of discrete factors (gradient only; the forward pass
         always uses exact draws on the grid).
     surrogate, slope
-        Surrogate spike derivative used for the gradient (``bayes_snn.surrogates``).
+        Surrogate spike derivative used for the gradient (``bayes_snn.surrogates``). The
+        default, arctan, is the point-estimate trainer's; on the benchmark's Yin-Yang
+        network it gave VI 98.5% accuracy and ECE 0.043 where fast_sigmoid gave 97.8%
+        and 0.072 (digits: 97.6% / 0.047 vs 96.9% / 0.154).
     kl_weight : float
         Weight of the KL term: 1 (default) is the ELBO and its optimum the mean-field
         approximation of the posterior; ``kl_weight < 1`` fits a tempered ("cold")
@@ -152,7 +155,7 @@ class VI:
     num_particles: int = 1
     init_scale: float = 0.1
     temperature: float = 0.5
-    surrogate: str = "fast_sigmoid"
+    surrogate: str = "arctan"
     slope: float | None = None
     kl_weight: float = 1.0
     name = "svi"
