@@ -13,7 +13,8 @@ gradient would never reach the hidden layer. The model therefore passes a surrog
 spike function (``surrogates.arctan()``): forward values (and so the likelihood) are exact,
 only the ELBO's gradient through the spikes is the surrogate's approximation.
 
-Run: ``python examples/hierarchical_prior.py`` (about 20 s on a 2-core CPU).
+Run: ``python examples/hierarchical_prior.py`` (about 30 s on a 2-core CPU, most of it
+compilation).
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ NET = bs.Sequential(
     readouts.MeanMembrane(scale=10.0),
 )
 SPIKE_FN = surrogates.arctan()
-# NumPyro runs a model eagerly while it sets up a guide (op by op, each op compiled on its
-# own); jitting the simulation makes that one compilation instead of hundreds.
+# NumPyro runs the model eagerly while it sets up the guide (op by op, each op compiled on
+# its own); jitted, the simulation is compiled as one program instead.
 FORWARD = jax.jit(lambda params, x: NET.apply(params, x, spike_fn=SPIKE_FN))
 
 

@@ -19,6 +19,7 @@ from bayes_snn.neurons import LIF
 
 KEY = jax.random.PRNGKey(0)
 F, C, N = 3, 2, 10
+S = 6  # weight draws everywhere: eager sampling then compiles once per site shape
 RNG = np.random.default_rng(0)
 X = RNG.random((N, F)).astype(np.float32)
 Y = (np.arange(N) % C).astype(np.int32)
@@ -60,8 +61,8 @@ def test_shapes_and_moments(kind):
     assert post.is_point_estimate == (kind == "delta")
     mean, std = post.mean(), post.std()
     assert {k: v.shape for k, v in mean.items()} == SHAPES == {k: v.shape for k, v in std.items()}
-    draws = post.sample_weights(KEY, 5)
-    assert {k: v.shape for k, v in draws.items()} == {k: (5, *s) for k, s in SHAPES.items()}
+    draws = post.sample_weights(KEY, S)
+    assert {k: v.shape for k, v in draws.items()} == {k: (S, *s) for k, s in SHAPES.items()}
     if kind == "delta":
         for k in SHAPES:
             np.testing.assert_array_equal(mean[k], PARAMS[k])
@@ -81,9 +82,9 @@ def test_shapes_and_moments(kind):
 @pytest.mark.parametrize("kind", sorted(FACTORIES))
 def test_predictions(kind):
     post = FACTORIES[kind]()
-    samples = post.predict_samples(X, KEY, num_samples=6, chunk_size=4)
-    assert samples.shape == ((1, N, C) if kind == "delta" else (6, N, C))
-    probs = post.predict(X, KEY, num_samples=6)
+    samples = post.predict_samples(X, KEY, num_samples=S, chunk_size=4)
+    assert samples.shape == ((1, N, C) if kind == "delta" else (S, N, C))
+    probs = post.predict(X, KEY, num_samples=S)
     assert probs.shape == (N, C)
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(probs, samples.mean(0), rtol=1e-5)
@@ -93,15 +94,15 @@ def test_predictions(kind):
     else:
         # the draws differ, so the average really is over weight samples
         assert float(jnp.abs(samples - samples[0]).max()) > 1e-4
-    metrics = post.evaluate((X, Y), KEY, num_samples=6)
+    metrics = post.evaluate((X, Y), KEY, num_samples=S)
     assert set(metrics) == {"accuracy", "nll", "ece", "brier"}
     assert 0.0 <= metrics["accuracy"] <= 1.0 and np.isfinite(metrics["nll"])
 
 
 def test_prediction_chunks_do_not_change_results():
     post = normal_post()
-    a = post.predict_samples(X, KEY, num_samples=7, chunk_size=3)
-    b = post.predict_samples(X, KEY, num_samples=7, chunk_size=16)
+    a = post.predict_samples(X, KEY, num_samples=S, chunk_size=4)  # a full chunk and a remainder
+    b = post.predict_samples(X, KEY, num_samples=S, chunk_size=16)
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
@@ -109,9 +110,9 @@ def test_regressor_posterior():
     reg = Regressor(make_net(out=1), noise=0.3)
     params = reg.net.init_params(KEY, F)
     post = Posterior(reg, {k: dist.Normal(v, 0.1) for k, v in params.items()}, "gauss", F)
-    assert post.predict_samples(X, KEY, num_samples=4).shape == (4, N)
-    assert post.predict(X, KEY, num_samples=4).shape == (N,)
-    metrics = post.evaluate((X, RNG.normal(size=N).astype(np.float32)), KEY, num_samples=4)
+    assert post.predict_samples(X, KEY, num_samples=S).shape == (S, N)
+    assert post.predict(X, KEY, num_samples=S).shape == (N,)
+    metrics = post.evaluate((X, RNG.normal(size=N).astype(np.float32)), KEY, num_samples=S)
     assert {"rmse", "nll"} <= set(metrics)
 
 
@@ -141,7 +142,7 @@ def test_posterior_is_a_pytree():
     post = normal_post()
     leaves, treedef = jax.tree_util.tree_flatten(post)
     back = jax.tree_util.tree_unflatten(treedef, leaves)
-    np.testing.assert_array_equal(back.predict(X, KEY, num_samples=3), post.predict(X, KEY, num_samples=3))
+    np.testing.assert_array_equal(back.predict(X, KEY, num_samples=S), post.predict(X, KEY, num_samples=S))
 
 
 # ---- files -----------------------------------------------------------------------------
@@ -161,7 +162,7 @@ def test_save_load_round_trip(kind, tmp_path):
     assert {k: type(d) for k, d in back.weights.items()} == {k: type(d) for k, d in post.weights.items()}
     assert set(back.history) == set(HISTORY)
     np.testing.assert_array_equal(back.history["loss"], HISTORY["loss"])
-    np.testing.assert_array_equal(back.predict(X, KEY, num_samples=5), post.predict(X, KEY, num_samples=5))
+    np.testing.assert_array_equal(back.predict(X, KEY, num_samples=S), post.predict(X, KEY, num_samples=S))
     for k in SHAPES:
         np.testing.assert_array_equal(back.mean()[k], post.mean()[k])
         np.testing.assert_array_equal(back.std()[k], post.std()[k])
@@ -190,7 +191,7 @@ def test_regressor_round_trip(tmp_path):
     post = Posterior(reg, {k: dist.Normal(v, 0.1) for k, v in params.items()}, "gauss", F)
     back = _roundtrip(post, tmp_path)
     assert isinstance(back.model, Regressor) and back.model.noise == 0.3
-    np.testing.assert_array_equal(back.predict(X, KEY, num_samples=4), post.predict(X, KEY, num_samples=4))
+    np.testing.assert_array_equal(back.predict(X, KEY, num_samples=S), post.predict(X, KEY, num_samples=S))
 
 
 class _HandWritten:

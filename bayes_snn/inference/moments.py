@@ -262,8 +262,8 @@ def enumerated(a: Act, probs, values, b: tuple | None, gain: float, cell, steps:
     pi = jnp.exp(log_pi)  # [C, H]
     cur = gain * (a.mean @ values[idx].T)  # [T_in, C]
     b_mean, b_var = b if b is not None else (0.0, 0.0)
-    mean = cur[..., None] + b_mean  # [T_in, C, H]
     hidden = pi.shape[-1]
+    mean = jnp.broadcast_to(cur[..., None] + b_mean, cur.shape + (hidden,))  # [T_in, C, H]
     flat = lambda v: jnp.broadcast_to(v, mean.shape).reshape(mean.shape[0], -1)
     out = neuron(cell, Act(flat(mean), flat(_sqrt(b_var)), flat(b_var + 0.0 * mean)), steps)
     p_c, kappa_c = (v.reshape(steps, -1, hidden) for v in (out.mean, out.static))
