@@ -12,7 +12,7 @@ Write an SNN with priors over its weights, fit it with one call, analyse its unc
 
 from . import analysis, datasets, devices, encoders, inference, neurons, priors, readouts, surrogates
 from .inference import Posterior, fit
-from .models import Classifier, Regressor
+from .models import Classifier, Custom, Regressor
 from .network import Dense, Sequential
 from .neurons import LIF, CuBaLIF, SpikeResponse, StochasticLIF
 
@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Classifier",
     "CuBaLIF",
+    "Custom",
     "Dense",
     "LIF",
     "Posterior",

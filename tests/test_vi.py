@@ -20,7 +20,7 @@ import optax
 import pytest
 from numpyro.distributions.kl import kl_divergence
 
-from bayes_snn import Classifier, Dense, LIF, Regressor, Sequential, SpikeResponse, datasets, encoders, inference, priors, readouts
+from bayes_snn import Classifier, Dense, Regressor, Sequential, SpikeResponse, datasets, encoders, inference, priors, readouts
 from bayes_snn.datasets.batching import Batch
 from bayes_snn.inference.vi_guide import GaussianFactor, GumbelGrid
 from bayes_snn.models import Custom
@@ -266,16 +266,15 @@ def test_custom_model_result_api(hierarchical, tmp_path):
 
 
 # ---- structural ---------------------------------------------------------------------------------
-def _small_classifier(prior=None, spiking=True):
-    """Yin-Yang-sized classifier; ``spiking=False`` drops the hidden layer (faster to compile)."""
+def _small_classifier(prior=None):
+    """Yin-Yang-sized classifier without a hidden layer: structural tests, quick to compile."""
     prior = priors.Normal(0.0, 1.0) if prior is None else prior
-    hidden = (Dense(8, prior=prior), LIF()) if spiking else ()
-    net = Sequential(encoders.Direct(4), *hidden, Dense(3, prior=prior), readouts.MeanMembrane(scale=5.0))
+    net = Sequential(encoders.Direct(4), Dense(3, prior=prior), readouts.MeanMembrane(scale=5.0))
     return Classifier(net, 3)
 
 
 def test_padding_does_not_affect_the_update():
-    model = _small_classifier(spiking=False)
+    model = _small_classifier()
     data = datasets.yin_yang("train", size=16)
     method = inference.VI(batch_size=8)
     state = method.init(jax.random.PRNGKey(0), model, data.x, data.y)
@@ -296,7 +295,7 @@ def test_checkpoint_resume_matches_an_uninterrupted_run(tmp_path, monkeypatch):
 
     Also: a k-bit grid site gets a categorical factor over its 2^(k+1) - 1 levels.
     """
-    model = _small_classifier(priors.IntegerGrid(2, 0.5), spiking=False)
+    model = _small_classifier(priors.IntegerGrid(2, 0.5))
     data = datasets.yin_yang("train", size=40)
     run = lambda ckpt=None: inference.fit(model, data, inference.VI(epochs=3, batch_size=16), rng_key=jax.random.PRNGKey(0),
                                           progress_bar=False, checkpoint=ckpt)
