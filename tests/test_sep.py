@@ -10,7 +10,7 @@ from bayes_snn import Classifier, CuBaLIF, Dense, LIF, Regressor, Sequential, Sp
 from bayes_snn import datasets, encoders, inference, priors, readouts
 from bayes_snn.datasets.batching import Batch
 from bayes_snn.inference import SEP, Posterior
-from bayes_snn.inference import moments
+from bayes_snn.inference import moments, sep_laplace
 from bayes_snn.inference.sep import SEPInfo
 
 
@@ -99,9 +99,10 @@ def test_extreme_inputs_never_put_nan_in_the_state(data, stepper):
     assert isinstance(info, SEPInfo)
 
 
-def test_discrete_priors_give_categorical_factors(data):
+def test_discrete_and_laplace_priors(data):
     net = Sequential(encoders.Direct(1), Dense(6, prior=priors.Binary(1.0), bias_prior=priors.IntegerGrid(2, 0.5)),
-                     SpikeResponse(), Dense(3, prior=priors.Ternary(1.0, 0.5)), readouts.MeanMembrane())
+                     SpikeResponse(), Dense(3, prior=priors.Ternary(1.0, 0.5), bias_prior=priors.Laplace(0.0, 1.0)),
+                     readouts.MeanMembrane())
     post = inference.fit(Classifier(net, 3), data, SEP(epochs=1, batch_size=40), rng_key=jax.random.PRNGKey(0),
                          progress_bar=False)
     for site, shape in [("dense_0.weight", (4, 6, 2)), ("dense_0.bias", (6, 7)), ("dense_1.weight", (6, 3, 3))]:
@@ -109,7 +110,9 @@ def test_discrete_priors_give_categorical_factors(data):
         assert isinstance(w, priors.DiscreteGrid) and w.probs.shape == shape
         np.testing.assert_allclose(w.probs.sum(-1), 1.0, atol=1e-5)
         assert bool(jnp.all(w.probs >= 0.99 * SEP().min_prob))
-    assert isinstance(post.weights["dense_1.bias"], dist.Normal)  # the bias keeps its Normal prior
+    # A Laplace prior gets a Gaussian factor (its prior site is refined by EP).
+    b = post.weights["dense_1.bias"]
+    assert isinstance(b, dist.Normal) and _finite((b.loc, b.scale)) and bool(jnp.all(b.scale > 0))
 
 
 def test_rate_stochastic_reset_and_spike_count_network(data):
@@ -132,10 +135,10 @@ def test_moments_are_exact_for_deterministic_weights(data):
     params = net.init_params(jax.random.PRNGKey(3), 4)
     mom = {k: (v, jnp.zeros_like(v)) for k, v in params.items()}
     x = jnp.asarray(data.x[:20])
-    mean, var = jax.jit(jax.vmap(lambda xi: moments.output_moments(net, mom, xi)))(x)
+    mean, cov = jax.jit(jax.vmap(lambda xi: moments.output_moments(net, mom, xi)))(x)
     assert float(jnp.std(net.apply(params, x))) > 0.1  # the spikes do vary between examples
     np.testing.assert_allclose(mean, net.apply(params, x), rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(var, 0.0, atol=1e-6)
+    np.testing.assert_allclose(cov, 0.0, atol=1e-6)
 
 
 def test_threshold_of_a_gaussian_current_matches_monte_carlo():
@@ -172,13 +175,32 @@ def test_regression_learns_a_linear_function():
     [
         (Sequential(encoders.Direct(2), Dense(4), CuBaLIF(), Dense(3), readouts.MeanMembrane()), "CuBaLIF"),
         (Sequential(encoders.Direct(2), Dense(4), LIF(), Dense(3), LIF(), readouts.FirstSpikeTime()), "FirstSpikeTime"),
-        (Sequential(encoders.Direct(2), Dense(4, prior=priors.Laplace(0.0, 1.0)), LIF(), Dense(3), readouts.MeanMembrane()),
-         "Laplace"),
+        (Sequential(encoders.Direct(2), Dense(4, prior=dist.Cauchy(0.0, 1.0)), LIF(), Dense(3), readouts.MeanMembrane()),
+         "Cauchy"),
     ],
 )
 def test_unsupported_models_raise_clear_errors(data, net, match):
     with pytest.raises(ValueError, match=match):
         SEP().init(jax.random.PRNGKey(0), Classifier(net, 3), data.x, data.y)
+
+
+def test_laplace_prior_site_is_moment_matched_exactly():
+    # The tilted distribution N(w; m, v) Laplace(w; 0, b): log Z and its moments from the
+    # closed form against a fine quadrature (trapezoid on 600001 points over [-30, 30]).
+    m, v, b = np.array([0.0, 2.0, -1.0, 5.0]), np.array([1.0, 0.1, 4.0, 0.01]), 1 / np.sqrt(2)
+    w = np.linspace(-30, 30, 600001)
+    for mi, vi in zip(m, v):
+        dens = np.exp(-(w - mi) ** 2 / (2 * vi) - np.abs(w) / b) / (np.sqrt(2 * np.pi * vi) * 2 * b)
+        z = np.trapezoid(dens, w)
+        mean = np.trapezoid(w * dens, w) / z
+        g_m, g_v = jax.grad(lambda a, c: sep_laplace.log_z(a, c, 0.0, b), argnums=(0, 1))(jnp.float32(mi), jnp.float32(vi))
+        np.testing.assert_allclose(sep_laplace.log_z(mi, vi, 0.0, b), np.log(z), rtol=1e-4)
+        np.testing.assert_allclose(mi + vi * g_m, mean, atol=1e-4)
+        var = np.trapezoid(w**2 * dens, w) / z - mean**2
+        np.testing.assert_allclose(vi - vi**2 * (g_m**2 - 2 * g_v), var, rtol=1e-3)
+    # Far tail: finite value and derivatives (log_ndtr's asymptotic series).
+    vals = jax.grad(lambda a: sep_laplace.log_z(a, 1e-4, 0.0, b))(jnp.float32(40.0))
+    assert np.isfinite(float(sep_laplace.log_z(40.0, 1e-4, 0.0, b))) and np.isfinite(float(vals))
 
 
 def test_save_load_round_trip(gauss_post, data, tmp_path):
@@ -209,3 +231,12 @@ def test_moments_predictor_works_for_point_estimates(data):
     post = Posterior(Classifier(net, 3), {k: dist.Delta(v) for k, v in params.items()}, "point", 4)
     # With zero weight variance the moment pass is the deterministic simulation.
     np.testing.assert_allclose(post.predict(data.x, mode="moments"), post.predict(data.x), atol=1e-5)
+
+
+def test_to_arviz_draws_from_the_sep_factors(gauss_post):
+    idata = gauss_post.to_arviz(rng_key=jax.random.PRNGKey(0), num_samples=400)
+    draws = idata.posterior["dense_1.weight"].values  # [chain, draw, in, out]
+    assert draws.shape == (1, 400, 8, 3)
+    q = gauss_post.weights["dense_1.weight"]
+    # 400 draws: the standard error of a mean is scale/20, so 5 standard errors is scale/4.
+    assert np.all(np.abs(draws.mean((0, 1)) - np.asarray(q.loc)) < np.asarray(q.scale) / 4)

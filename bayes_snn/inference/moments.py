@@ -14,6 +14,9 @@ first two moments under a factorised weight distribution ``{site: (mean, var)}``
 * The multi-step LIF is assumed-density filtering over time with ``lax.scan``: the membrane
   after each step (spike and reset included) is projected back onto a Gaussian with the
   exact mean and variance of the thresholded mixture.
+* A first Dense layer with discrete weights, deterministic inputs and few joint weight
+  values per unit (``K^fan_in <= enumerate_limit``, e.g. binary weights on 4 inputs) is not
+  put through the central limit but summed over exactly (``enumerated``).
 
 Time correlations (the approximation, stated precisely). One weight acts at every time
 step, so currents are strongly correlated across time. Each unit's current is modelled as
@@ -27,22 +30,24 @@ by ``z``); (ii) the static parts of different input units are merged into the on
 inputs are active at different steps (latency codes); (iii) all correlations between
 different units (the usual mean-field assumption of PBP/EBP). With one time step (the EP
 paper's model) only (iii) remains. For ``Direct`` encoding (i)-(ii) are exact in the first
-layer because its input is deterministic and constant.
+layer because its input is deterministic and constant; the Gaussian projection after a
+reset is not (a static Gaussian current through a 3-step LIF: spike probabilities off by up
+to 0.05, see the tests).
 
 Readouts: ``MeanMembrane`` is fused with the last Dense layer (the output is
-``gain * sum_i w_i r_i + b sum_t c_t`` with ``r_i = sum_t c_t a_i[t]``, so its moments are
-exact given each unit's ``r_i`` moments); ``SpikeCount`` sums spike probabilities with the
-static/dynamic split above.
+``gain * sum_i w_i r_i + b sum_t c_t`` with ``r_i = sum_t c_t a_i[t]``, so its mean and its
+covariance across outputs are exact given each unit's ``r_i`` moments); ``SpikeCount`` sums
+spike probabilities with the static/dynamic split above (outputs treated as uncorrelated).
 
 Example
 -------
 >>> import jax, jax.numpy as jnp
 >>> from bayes_snn import Sequential, Dense, SpikeResponse, encoders, readouts
 >>> net = Sequential(encoders.Direct(1), Dense(8), SpikeResponse(), Dense(3), readouts.MeanMembrane())
->>> mom = {k: (v, jnp.full(v.shape, 0.1)) for k, v in net.init_params(jax.random.PRNGKey(0), 4).items()}
->>> mean, var = output_moments(net, mom, jnp.ones(4))
->>> mean.shape, var.shape
-((3,), (3,))
+>>> mom = {k: (v, jnp.full(v.shape, 0.1)) for k, v in net.init_params(jax.random.PRNGKey(0), 4).items()}  # (mean, var)
+>>> mean, cov = output_moments(net, mom, jnp.ones(4))
+>>> mean.shape, cov.shape
+((3,), (3, 3))
 """
 
 from __future__ import annotations
@@ -212,6 +217,9 @@ def neuron(cell, cur: Act, steps: int) -> Act:
         return (mu_n, jnp.maximum(var_n, 0.0), c_n), (p, kappa, pq)
 
     zero = jnp.zeros(shape[-1], jnp.float32)
+    if steps == 1:  # the single-step model: no loop to compile or run
+        _, out = body((zero, zero, zero), tuple(v[0] for v in inputs))
+        return Act(*(v[None] for v in out))
     _, (p, kappa, pq) = jax.lax.scan(body, (zero, zero, zero), inputs)
     return Act(p, kappa, pq)
 
@@ -225,22 +233,29 @@ def _time_sum(a: Act, c: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def _readout_membrane(a: Act, readout, w, b, gain, steps):
+    """Mean ``[C]`` and covariance ``[C, C]`` of the fused Dense + mean-membrane readout.
+
+    The outputs share the hidden activity ``r``, so they are correlated:
+    ``Cov(o_k, o_j) = gain^2 sum_i m_ik m_ij Var(r_i)`` for ``k != j`` (weights of different
+    outputs are independent under ``q``).
+    """
     c = readout.time_weights(steps)
     r_mean, r_var = _time_sum(a, c)
     m, v = w
     mean = gain * (r_mean @ m)
-    var = gain**2 * ((r_mean**2 + r_var) @ v + r_var @ m**2)
+    own = gain**2 * ((r_mean**2 + r_var) @ v)  # weight noise: independent across outputs
     if b is not None:
         mean = mean + b[0] * jnp.sum(c)
-        var = var + b[1] * jnp.sum(c) ** 2
-    return mean, var
+        own = own + b[1] * jnp.sum(c) ** 2
+    shared = gain**2 * ((m.T * r_var) @ m)  # noise of the shared hidden activity
+    return mean, shared + jnp.diag(own)
 
 
-def _enumerable(layer, entry, a_is_deterministic: bool, fan_in: int) -> bool:
-    """True if the layer's discrete weights can be summed over exactly (see ``enumerated``)."""
+def _enumerable(entry, a_is_deterministic: bool, fan_in: int, limit: int) -> bool:
+    """True if the layer's discrete weights are to be summed over exactly (see ``enumerated``)."""
     if not a_is_deterministic or isinstance(entry, tuple):
         return False
-    return entry.shape[-1] ** fan_in <= ENUMERATE_LIMIT
+    return entry.shape[-1] ** fan_in <= limit
 
 
 def enumerated(a: Act, probs, values, b: tuple | None, gain: float, cell, steps: int) -> Act:
@@ -251,9 +266,10 @@ def enumerated(a: Act, probs, values, b: tuple | None, gain: float, cell, steps:
     bias: the central-limit step is not used. The neuron runs on every component and the
     spike moments are mixed; the static deviation of the mixture is the standard deviation
     of the per-component firing probability (plus each component's own). Used when
-    ``K^F <= ENUMERATE_LIMIT`` (e.g. binary or ternary weights on Yin-Yang's 4 inputs),
+    ``K^F <= enumerate_limit`` (e.g. binary or ternary weights on Yin-Yang's 4 inputs),
     where the central limit is poor and ``log Z`` is exactly linear in each ``q(w_ij)``, so
-    that SEP's categorical update is exact for these weights.
+    that SEP's categorical update is exact for these weights. It costs ``K^F`` times the
+    central-limit layer (the neuron runs on every component).
     """
     fan_in, k = probs.shape[0], probs.shape[-1]
     idx = np.stack(np.unravel_index(np.arange(k**fan_in), (k,) * fan_in), -1)  # [C, F]
@@ -272,12 +288,14 @@ def enumerated(a: Act, probs, values, b: tuple | None, gain: float, cell, steps:
     return Act(p, _sqrt(second - p**2), p * (1.0 - p))
 
 
-def output_moments(net: Sequential, mom: dict, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Readout mean and variance ``[C]`` for one example ``x`` under the weight factors ``mom``.
+def output_moments(net: Sequential, mom: dict, x: jax.Array, enumerate_limit: int = ENUMERATE_LIMIT):
+    """Readout mean ``[C]`` and covariance ``[C, C]`` for one example ``x`` under the factors ``mom``.
 
     ``mom[site]`` is ``(mean, var)`` or, for a discrete prior, the probabilities ``[..., K]``
     over the prior's support. ``x`` is ``[F]`` for a network with an encoder, else
-    time-major ``[T, F]``.
+    time-major ``[T, F]``. A first Dense layer with deterministic inputs and discrete weights
+    with ``K^F <= enumerate_limit`` joint values per unit is summed over exactly
+    (``enumerated``); 0 disables this.
     """
     steps = steps_of(net, x)
     layers = list(zip(net.names, net.layers))
@@ -298,7 +316,7 @@ def output_moments(net: Sequential, mom: dict, x: jax.Array) -> tuple[jax.Array,
             b = _mean_var(mom[f"{name}.bias"], layer.bias_prior) if layer.bias else None
             gain = layer.gain_for(fan_in)
             nxt = layers[i + 1][1] if i + 1 < len(layers) else None
-            if isinstance(nxt, nrn.LIF) and _enumerable(layer, entry, deterministic, fan_in):
+            if isinstance(nxt, nrn.LIF) and _enumerable(entry, deterministic, fan_in, enumerate_limit):
                 a, skip = enumerated(a, entry, layer.prior.values, b, gain, nxt, steps), True
             elif isinstance(nxt, rd.MeanMembrane):
                 return _readout_membrane(a, nxt, _mean_var(entry, layer.prior), b, gain, steps)
@@ -307,34 +325,36 @@ def output_moments(net: Sequential, mom: dict, x: jax.Array) -> tuple[jax.Array,
         elif isinstance(layer, nrn.LIF):
             a = neuron(layer, a, steps)
         elif isinstance(layer, rd.SpikeCount):
-            c = jnp.full(steps, layer.scale, jnp.float32)
-            return _time_sum(a, c)
+            mean, var = _time_sum(a, jnp.full(steps, layer.scale, jnp.float32))
+            return mean, jnp.diag(var)  # correlations between output neurons are not tracked
         else:
             raise ValueError(f"moment propagation does not support layer {name} ({type(layer).__name__})")
         deterministic = False
     raise ValueError("moment propagation needs a network ending in a MeanMembrane or SpikeCount readout")
 
 
-def class_log_probs(mean: jax.Array, var: jax.Array) -> jax.Array:
-    """Log of ``E[softmax(o)]`` for independent Gaussian logits ``o ~ N(mean, var)``, ``[..., C]``.
+def class_log_probs(mean: jax.Array, cov: jax.Array) -> jax.Array:
+    """Log of ``E[softmax(o)]`` for Gaussian logits ``o ~ N(mean [..., C], cov [..., C, C])``.
 
-    Pairwise mean-field approximation (Lu, Ie & Sha 2020, exact probit-sigmoid for two
-    classes): ``p_k ~ 1 / sum_j exp(-(m_k - m_j) / sqrt(1 + pi/8 (v_k + v_j)))``,
+    Pairwise mean-field approximation (Lu, Ie & Sha 2020; exact probit-sigmoid for two
+    classes): ``p_k ~ 1 / sum_j exp(-(m_k - m_j) / sqrt(1 + pi/8 Var(o_k - o_j)))``,
     renormalised over classes. It turns logit uncertainty into softer probabilities, which
-    is what makes the predictive calibrated.
+    is what makes the predictive calibrated; using the variance of the *differences*
+    (with the logits' covariance) keeps noise shared by all classes from softening them.
     """
+    var = jnp.diagonal(cov, axis1=-2, axis2=-1)
+    diff_var = jnp.maximum(var[..., :, None] + var[..., None, :] - 2.0 * cov, 0.0)
     diff = mean[..., :, None] - mean[..., None, :]
-    scale = jnp.sqrt(1.0 + (jnp.pi / 8.0) * (var[..., :, None] + var[..., None, :]))
-    log_p = -jax.nn.logsumexp(-diff / scale, axis=-1)
+    log_p = -jax.nn.logsumexp(-diff / jnp.sqrt(1.0 + (jnp.pi / 8.0) * diff_var), axis=-1)
     return log_p - jax.nn.logsumexp(log_p, axis=-1, keepdims=True)
 
 
-def log_evidence(model, mom: dict, x: jax.Array, y: jax.Array) -> jax.Array:
+def log_evidence(model, mom: dict, x: jax.Array, y: jax.Array, enumerate_limit: int = ENUMERATE_LIMIT) -> jax.Array:
     """``log Z``: approximate log predictive density of one example ``(x, y)`` under ``mom``."""
-    mean, var = output_moments(model.net, mom, x)
+    mean, cov = output_moments(model.net, mom, x, enumerate_limit)
     if model.task == "classification":
-        return class_log_probs(mean, var)[y]
-    total = var[0] + model.noise**2
+        return class_log_probs(mean, cov)[y]
+    total = cov[0, 0] + model.noise**2
     return -0.5 * (jnp.log(2.0 * jnp.pi * total) + (y - mean[0]) ** 2 / total)
 
 

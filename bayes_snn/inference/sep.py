@@ -5,8 +5,10 @@ PBP/EBP moment propagation and SEP (Li, Hernandez-Lobato & Turner 2015):
 
 * ``q(W) = prod_w p0(w) f_w(w)^N``: one *tied* site ``f_w`` per weight and bias, Gaussian
   for ``Normal`` priors and categorical over the support for ``Binary``/``Ternary``/
-  ``IntegerGrid`` priors. Memory is two (Gaussian) or ``K`` (categorical) numbers per weight,
-  independent of the dataset size ``N``.
+  ``IntegerGrid`` priors. A ``Laplace`` prior is itself approximated by an EP-refined
+  Gaussian site (``sep_laplace``). Memory is two (Gaussian) or ``K`` (categorical) numbers
+  per weight, independent of the dataset size ``N`` (plus the minibatch's per-example
+  derivatives, ``batch_size`` times the weights, during a step).
 * For every example of a minibatch, ``log Z_n`` (the log predictive density of the example
   under the cavity ``q / f``) is one forward moment pass (``bayes_snn.inference.moments``):
   hidden potentials and spikes are marginalised, never sampled. ``jax.vmap(jax.grad(log Z))``
@@ -19,12 +21,15 @@ PBP/EBP moment propagation and SEP (Li, Hernandez-Lobato & Turner 2015):
   ``eta_f <- eta_f + damping / N * sum_n (eta_{f_n} - eta_f)``. Padded examples (``mask``
   False) contribute nothing.
 * Safety: per-example contributions with non-finite derivatives or a non-positive tilted
-  variance are dropped, averaged updates that would make a precision non-positive are
-  rejected, categorical probabilities are floored at ``min_prob``; all are counted in
-  ``SEPInfo`` (``num_dropped``, ``num_rejected``, ``num_clipped``) and no NaN/inf enters the
-  state.
+  variance are dropped, negative per-example site precisions are clipped to 0, averaged
+  updates that would make a precision non-positive are rejected, categorical probabilities
+  are floored at ``min_prob``; all are counted in ``SEPInfo`` (``num_dropped``,
+  ``num_rejected``, ``num_clipped``) and no NaN/inf enters the state.
+* Symmetry breaking: the initial site gives every weight a random mean
+  (``init_scale`` prior standard deviations), so hidden units start distinct; with the
+  online start (``online_start``) it is forgotten within the first epoch.
 * Classification uses the model's own softmax likelihood, integrated over the Gaussian
-  logits with the pairwise probit (mean-field) approximation
+  logits (with their covariance across classes) by the pairwise probit approximation
   (``moments.class_log_probs``), so training and the moment predictive use the same
   calibrated probabilities. Regression: ``Z = N(y; mu, var + noise^2)``.
 
@@ -57,6 +62,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ..datasets.batching import Batch, batch_axis
 from ..priors import DiscreteGrid, is_discrete
 from . import moments as mp
+from . import sep_laplace
 from . import sep_sites as ss
 from .result import PREDICTORS
 
@@ -65,11 +71,13 @@ class SEPState(NamedTuple):
     """The tied sites ``{site: GaussSite | CatSite}`` and the number of examples they stand for.
 
     ``q = p0 f^seen``: ``seen`` grows by the minibatch size during the first epoch (online
-    start, see ``SEP``) and stays at ``N`` afterwards.
+    start, see ``SEP``) and stays at ``N`` afterwards. ``prior_sites`` holds the EP-refined
+    Gaussian site that stands for ``p0`` of every Laplace-prior site (``sep_laplace``).
     """
 
     sites: dict
     seen: jax.Array
+    prior_sites: dict
 
 
 class SEPInfo(NamedTuple):
@@ -123,6 +131,17 @@ class SEP:
         is dropped for that weight.
     min_prob : float in (0, 0.5)
         Floor of every categorical probability of ``q``.
+    online_start : bool
+        During the first epoch ``q = p0 f^n`` with ``n`` the number of examples seen so far
+        (the site is their running average), as in assumed-density filtering; afterwards
+        ``n = N`` (plain SEP). Without it the first epoch shrinks a random initial site by
+        ``1 - M/N`` per minibatch and learned far more slowly (Yin-Yang: 85% vs 97% after
+        one epoch).
+    enumerate_limit : int
+        A first layer with discrete weights and deterministic inputs is summed over exactly
+        when its ``K^fan_in`` joint weight values per unit are at most this (0 disables;
+        see ``moments.enumerated``: exact and much more accurate for small fan-in, at
+        ``K^fan_in`` times the cost).
     mesh : jax.sharding.Mesh, optional
         Shard every minibatch over ``mesh.axis_names[0]`` (``batch_size`` must be divisible
         by that axis' size).
@@ -135,6 +154,7 @@ class SEP:
     min_ratio: float = 1e-3
     min_prob: float = 1e-5
     online_start: bool = True
+    enumerate_limit: int = mp.ENUMERATE_LIMIT
     mesh: Any = None
     name = "sep"
 
@@ -145,6 +165,11 @@ class SEP:
         _in_range("init_scale", self.init_scale, 0.0, 10.0, low_open=False)
         _in_range("min_ratio", self.min_ratio, 0.0, 0.999)
         _in_range("min_prob", self.min_prob, 0.0, 0.499)
+        if not isinstance(self.online_start, bool):
+            raise ValueError(f"online_start must be a bool; got {self.online_start!r}")
+        if not isinstance(self.enumerate_limit, (int, np.integer)) or isinstance(self.enumerate_limit, bool) or \
+                self.enumerate_limit < 0:
+            raise ValueError(f"enumerate_limit must be a non-negative integer; got {self.enumerate_limit!r}")
         if self.mesh is not None:
             if not isinstance(self.mesh, Mesh):
                 raise ValueError(f"mesh must be a jax.sharding.Mesh or None; got {type(self.mesh).__name__}")
@@ -177,8 +202,20 @@ class SEP:
             if is_discrete(priors[site]):
                 sites[site] = ss.init_cat(rng, nat[site], priors[site].values, shapes[site], seen, scale)
             else:
-                sites[site] = ss.init_gauss(rng, nat[site], shapes[site], seen, scale)
-        return SEPState(sites, jnp.asarray(seen, jnp.float32))
+                base = nat[site] if nat[site] is not None else sep_laplace.moment_natural(priors[site].loc,
+                                                                                          priors[site].scale)
+                sites[site] = ss.init_gauss(rng, base, shapes[site], seen, scale)
+        prior_sites = {
+            site: sep_laplace.init_site(priors[site].loc, priors[site].scale, shapes[site])
+            for site in sites if nat[site] is None
+        }
+        return SEPState(sites, jnp.asarray(seen, jnp.float32), prior_sites)
+
+    def _prior(self, state: SEPState, site: str):
+        """Natural parameters of ``p0`` for a site: fixed, or the EP site of a Laplace prior."""
+        if site in state.prior_sites:
+            return tuple(state.prior_sites[site])
+        return self._nat[site]
 
     def cavity_moments(self, state: SEPState, cavity: bool = True) -> dict:
         """Moment-pass inputs of the cavity (or of ``q`` with ``cavity=False``).
@@ -190,7 +227,7 @@ class SEP:
             if isinstance(s, ss.CatSite):
                 out[site] = ss.cat_probs(s, self._nat[site], state.seen, cavity)
             else:
-                out[site] = ss.gauss_moments(s, self._nat[site], state.seen, cavity)
+                out[site] = ss.gauss_moments(s, self._prior(state, site), state.seen, cavity)
         return out
 
     def step(self, rng_key, state: SEPState, batch: Batch) -> tuple[SEPState, SEPInfo]:
@@ -198,7 +235,7 @@ class SEP:
         batch = self._shard(batch)
         cav = self.cavity_moments(state)
         model = self._model
-        per_example = jax.value_and_grad(lambda mom, x, y: mp.log_evidence(model, mom, x, y))
+        per_example = jax.value_and_grad(lambda mom, x, y: mp.log_evidence(model, mom, x, y, self.enumerate_limit))
         logz, grads = jax.vmap(per_example, in_axes=(None, batch_axis(batch.x), 0))(cav, batch.x, batch.y)
         mask = batch.mask & jnp.isfinite(logz)
         n = state.seen
@@ -210,8 +247,14 @@ class SEP:
                                         self.min_prob)
             else:
                 g_mean, g_var = grads[site]
-                new, st = ss.update_gauss(s, self._nat[site], n, n_new, g_mean, g_var, mask, self.damping, self.min_ratio)
+                new, st = ss.update_gauss(s, self._prior(state, site), n, n_new, g_mean, g_var, mask, self.damping,
+                                          self.min_ratio)
             sites[site] = new
+            stats.append(st)
+        prior_sites = {}
+        for site, g in state.prior_sites.items():
+            prior = self._priors[site]
+            prior_sites[site], st = sep_laplace.refine(g, sites[site], n_new, prior.loc, prior.scale, self.damping)
             stats.append(st)
         count = jnp.maximum(jnp.sum(mask), 1)
         change = sum(st.change for st in stats) / sum(st.size for st in stats)
@@ -222,7 +265,7 @@ class SEP:
             num_rejected=sum(st.rejected for st in stats),
             num_clipped=sum(st.clipped for st in stats),
         )
-        return SEPState(sites, n_new), info
+        return SEPState(sites, n_new, prior_sites), info
 
     def posterior(self, state: SEPState) -> dict:
         """``{site: Normal | DiscreteGrid}``: the factors of ``q``."""
@@ -232,7 +275,7 @@ class SEP:
                 probs = ss.cat_probs(s, self._nat[site], state.seen, cavity=False)
                 out[site] = DiscreteGrid(self._priors[site].values, probs / probs.sum(-1, keepdims=True))
             else:
-                mean, var = ss.gauss_moments(s, self._nat[site], state.seen, cavity=False)
+                mean, var = ss.gauss_moments(s, self._prior(state, site), state.seen, cavity=False)
                 out[site] = dist.Normal(mean, jnp.sqrt(var))
         return out
 
@@ -251,12 +294,18 @@ def _moment_fn(model):
     net = model.net
 
     def one(mom, xi):
-        mean, var = mp.output_moments(net, mom, xi)
+        mean, cov = mp.output_moments(net, mom, xi)
         if model.task == "classification":
-            return jnp.exp(mp.class_log_probs(mean, var))
+            return jnp.exp(mp.class_log_probs(mean, cov))
         return mean[0]
 
     return jax.jit(lambda mom, xs: jax.lax.map(lambda xi: one(mom, xi), xs, batch_size=min(256, xs.shape[0])))
+
+
+def _same_support(factor, prior) -> bool:
+    if not is_discrete(prior) or factor.values.shape != prior.values.shape:
+        return False
+    return bool(np.allclose(factor.values, prior.values))
 
 
 def predict_moments(posterior, x, rng_key=None) -> jax.Array:
@@ -266,6 +315,11 @@ def predict_moments(posterior, x, rng_key=None) -> jax.Array:
     factors are ``Normal``, ``DiscreteGrid`` or ``Delta`` (``rng_key`` is unused).
     """
     mp.check_supported(posterior.model)
+    for site, prior in posterior.model.net.site_priors(posterior.in_features).items():
+        d = posterior.weights[site]
+        if isinstance(d, DiscreteGrid) and not _same_support(d, prior):
+            raise ValueError(f"the moments mode needs {site}'s categorical factor on its prior's support; "
+                             f"got values {np.asarray(d.values).tolist()}")
     x, _ = posterior.model.check_data(x)
     xs = jnp.moveaxis(jnp.asarray(x), batch_axis(x), 0)
     return _moment_fn(posterior.model)(mp.site_moments(posterior.weights), xs)

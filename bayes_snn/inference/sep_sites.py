@@ -48,16 +48,21 @@ class CatSite(NamedTuple):
 
 
 def prior_natural(prior):
-    """``(r0, lam0)`` for a ``Normal`` prior or ``log p0 [K]`` for a discrete prior (NumPy values)."""
+    """``(r0, lam0)`` for a ``Normal`` prior, ``log p0 [K]`` for a discrete prior (NumPy values).
+
+    ``None`` for a ``Laplace`` prior, whose Gaussian site lives in the state
+    (``sep_laplace``).
+    """
     if isinstance(prior, DiscreteGrid):
         return np.log(np.asarray(prior.probs, np.float32))
     if isinstance(prior, dist.Normal):
         var = float(prior.scale) ** 2
         return (np.float32(float(prior.loc) / var), np.float32(1.0 / var))
+    if isinstance(prior, dist.Laplace):
+        return None
     raise ValueError(
-        "SEP needs a Normal prior (Gaussian sites) or a discrete prior (Binary, Ternary, IntegerGrid; "
-        f"categorical sites); got {type(prior).__name__}. A Laplace prior has no closed-form Gaussian "
-        "site update in this implementation: use Normal with the same variance (2 * scale**2)"
+        "SEP needs a Normal or Laplace prior (Gaussian sites) or a discrete prior (Binary, Ternary, "
+        f"IntegerGrid; categorical sites); got {type(prior).__name__}"
     )
 
 
@@ -89,9 +94,9 @@ def init_gauss(rng: np.random.Generator, prior_nat, shape, n: float, init_scale:
     """A site whose ``q`` has the prior's variance and random means ``N(prior mean, (init_scale*sd)^2)``.
 
     Random means break the symmetry between hidden units (otherwise every unit of a layer
-    gets the same moments and the same update). SEP shrinks this initial site by ``1 - M/N``
-    per minibatch, so the initialisation is forgotten within about an epoch. NumPy draws
-    (seeded from the caller's PRNG key) avoid compiling a kernel per site.
+    gets the same moments and the same update). The site stands for ``n`` examples; SEP's
+    updates average it away within about an epoch. NumPy draws (seeded from the caller's
+    PRNG key) avoid compiling a kernel per site.
     """
     r0, lam0 = (float(v) for v in prior_nat)
     mean = r0 / lam0 + init_scale / np.sqrt(lam0) * rng.standard_normal(shape)
@@ -156,7 +161,7 @@ def update_gauss(site: GaussSite, prior_nat, n, n_new, g, h, mask, damping: floa
     dr = jnp.sum(jnp.where(valid, r_n - site.r, 0.0), axis=0)
     dlam = jnp.sum(jnp.where(valid, lam_n - site.lam, 0.0), axis=0)
     new = GaussSite(site.r + damping * dr / n_new, site.lam + damping * dlam / n_new)
-    floor = PRECISION_FLOOR * prior_nat[1]
+    floor = jnp.maximum(PRECISION_FLOOR * jnp.abs(prior_nat[1]), 1e-12)
     ok = (prior_nat[1] + (n_new - 1.0) * new.lam >= floor) & (prior_nat[1] + n_new * new.lam >= floor)
     ok = ok & jnp.isfinite(new.r) & jnp.isfinite(new.lam)
     new = GaussSite(jnp.where(ok, new.r, site.r), jnp.where(ok, new.lam, site.lam))
