@@ -217,11 +217,12 @@ def test_moment_predictive_agrees_with_monte_carlo(gauss_post, data):
     x = data.x[:60]
     moments = np.asarray(gauss_post.predict(x, mode="moments"))
     mc = np.asarray(gauss_post.predict(x, jax.random.PRNGKey(3), num_samples=4000))
-    # MC standard error of a probability is <= 0.5/sqrt(4000) = 0.008; the rest of the gap is
-    # the central-limit and pairwise-softmax approximations of the moment pass (measured
-    # max 0.0xx here), so 0.06 leaves room for neither to hide a real discrepancy.
+    # MC standard error of a probability is <= 0.5/sqrt(4000) = 0.008 (0.03 at 4 standard
+    # errors over 180 probabilities); the rest is the central limit over the 8 hidden units
+    # and the pairwise-softmax approximation (the hidden layer itself is exact: Gaussian
+    # weights times fixed inputs). Measured: max 0.022, mean 0.0066.
     gap = np.abs(moments - mc)
-    assert gap.max() < 0.06 and gap.mean() < 0.015
+    assert gap.max() < 0.045 and gap.mean() < 0.012
     assert np.mean(moments.argmax(1) == mc.argmax(1)) > 0.95
 
 
