@@ -21,10 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-def _check_steps(steps) -> None:
-    if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps must be a positive integer; got {steps!r}")
+from ._checks import check_int
 
 
 def _check_static(x, unit_interval: bool) -> jax.Array:
@@ -46,7 +43,7 @@ class Direct:
     steps: int = 1
 
     def __post_init__(self):
-        _check_steps(self.steps)
+        check_int("steps", self.steps)
 
     def __call__(self, x, rng_key=None) -> jax.Array:
         x = _check_static(x, unit_interval=False)
@@ -61,7 +58,7 @@ class Rate:
     gain: float = 1.0
 
     def __post_init__(self):
-        _check_steps(self.steps)
+        check_int("steps", self.steps)
         if not (np.isfinite(self.gain) and self.gain > 0):
             raise ValueError(f"gain must be positive and finite; got {self.gain!r}")
 
@@ -80,7 +77,7 @@ class Latency:
     steps: int = 10
 
     def __post_init__(self):
-        _check_steps(self.steps)
+        check_int("steps", self.steps)
 
     def __call__(self, x, rng_key=None) -> jax.Array:
         x = _check_static(x, unit_interval=True)

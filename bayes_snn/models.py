@@ -29,6 +29,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
+from ._checks import check_int
 from .datasets._validate import check_features, check_labels
 from .datasets.batching import batch_axis
 from .devices import Ideal, check_device
@@ -90,8 +91,7 @@ class Classifier(_Model):
 
     def __init__(self, net: Sequential, num_classes: int, *, device=None):
         super().__init__(net, device)
-        if not isinstance(num_classes, (int, np.integer)) or isinstance(num_classes, bool) or num_classes < 2:
-            raise ValueError(f"num_classes must be an integer >= 2; got {num_classes!r}")
+        check_int("num_classes", num_classes, minimum=2)
         if net.out_features != num_classes:
             raise ValueError(f"the last Dense layer must have num_classes={num_classes} units; got {net.out_features}")
         self.num_classes = int(num_classes)

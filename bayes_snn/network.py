@@ -31,6 +31,7 @@ import numpy as np
 import numpyro
 
 from . import encoders as enc
+from ._checks import check_int
 from . import neurons as nrn
 from . import priors as pri
 from . import readouts as rd
@@ -65,8 +66,7 @@ class Dense:
     name: str | None = None
 
     def __post_init__(self):
-        if not isinstance(self.features, (int, np.integer)) or isinstance(self.features, bool) or self.features < 1:
-            raise ValueError(f"features must be a positive integer; got {self.features!r}")
+        check_int("features", self.features)
         for arg in ("prior", "bias_prior"):
             prior = getattr(self, arg)
             if not isinstance(prior, numpyro.distributions.Distribution) or prior.batch_shape or prior.event_shape:

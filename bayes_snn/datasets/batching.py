@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._checks import check_int
+
 __all__ = ["Batch", "Dataset", "batch_axis", "batches", "minibatch_indices"]
 
 
@@ -100,15 +102,6 @@ def batch_axis(x: Any) -> int:
     )
 
 
-def _check_positive_int(name: str, value: Any) -> int:
-    # bool is an int subclass, but batch_size=True is always a mistake
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an int >= 1; got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be an int >= 1; got {value}")
-    return int(value)
-
-
 def minibatch_indices(
     rng_key: jax.Array | None, n: int, batch_size: int, *, shuffle: bool = True
 ) -> tuple[jax.Array, jax.Array]:
@@ -144,8 +137,8 @@ def minibatch_indices(
     >>> idx.tolist(), mask.tolist()
     ([[0, 1], [2, 3], [4, 0]], [[True, True], [True, True], [True, False]])
     """
-    n = _check_positive_int("n", n)
-    batch_size = min(_check_positive_int("batch_size", batch_size), n)
+    n = check_int("n", n)
+    batch_size = min(check_int("batch_size", batch_size), n)
     if shuffle:
         if rng_key is None:
             raise ValueError("rng_key must be a PRNG key when shuffle=True; got None")

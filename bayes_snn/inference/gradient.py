@@ -18,6 +18,7 @@ import numpy as np
 import numpyro.distributions as dist
 import optax
 
+from .._checks import check_int
 from ..priors import is_discrete, project
 
 
@@ -28,11 +29,6 @@ class GradientState(NamedTuple):
 
 class GradientInfo(NamedTuple):
     loss: jax.Array
-
-
-def _check_positive_int(name, value):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -51,8 +47,8 @@ class GradientTrainer:
     map_prior: bool = True
 
     def __post_init__(self):
-        _check_positive_int("epochs", self.epochs)
-        _check_positive_int("batch_size", self.batch_size)
+        check_int("epochs", self.epochs)
+        check_int("batch_size", self.batch_size)
         if not (np.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ValueError(f"learning_rate must be positive and finite; got {self.learning_rate!r}")
         if self.schedule not in ("cosine", "constant"):

@@ -28,8 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 
+from .._checks import check_int
 from ..analysis import metrics
-from ..datasets.batching import batch_axis
 
 # Extra prediction modes contributed by backends, e.g. SEP's moment propagation:
 # name -> fn(posterior, x, rng_key) returning what ``predict`` returns.
@@ -94,7 +94,7 @@ class Posterior:
 
     def sample_weights(self, rng_key: jax.Array, num_samples: int) -> dict[str, jax.Array]:
         """Draw ``num_samples`` weight sets; each site gets a leading axis ``[S, ...]``."""
-        _check_count("num_samples", num_samples)
+        check_int("num_samples", num_samples)
         keys = jax.random.split(rng_key, len(self.weights))
         # Sorted sites: the draws must not depend on the dict's order (pytree round trips sort it).
         return {k: self.weights[k].sample(key, (num_samples,)) for key, k in zip(keys, sorted(self.weights))}
@@ -109,8 +109,8 @@ class Posterior:
         A point estimate of a deterministic network is evaluated once (``S = 1``).
         """
         x, _ = self.model.check_data(x)
-        _check_count("num_samples", num_samples)
-        _check_count("chunk_size", chunk_size)
+        check_int("num_samples", num_samples)
+        check_int("chunk_size", chunk_size)
         if self.is_point_estimate and not self._random_forward:
             return _predict_point(self.model, self.mean(), x)[None]
         rng_key = jax.random.PRNGKey(0) if rng_key is None else rng_key
@@ -170,11 +170,6 @@ class Posterior:
         from .io import load_posterior
 
         return load_posterior(path, model)
-
-
-def _check_count(name: str, value) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
 
 
 def _unpack(data):

@@ -59,6 +59,7 @@ import numpy as np
 import numpyro.distributions as dist
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from .._checks import check_int
 from ..datasets.batching import Batch, batch_axis
 from ..priors import DiscreteGrid, is_discrete
 from . import moments as mp
@@ -96,11 +97,6 @@ class SEPInfo(NamedTuple):
     num_dropped: jax.Array
     num_rejected: jax.Array
     num_clipped: jax.Array
-
-
-def _positive_int(name, value):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
 
 
 def _in_range(name, value, low, high, low_open=True):
@@ -159,8 +155,8 @@ class SEP:
     name = "sep"
 
     def __post_init__(self):
-        _positive_int("epochs", self.epochs)
-        _positive_int("batch_size", self.batch_size)
+        check_int("epochs", self.epochs)
+        check_int("batch_size", self.batch_size)
         _in_range("damping", self.damping, 0.0, 1.0)
         _in_range("init_scale", self.init_scale, 0.0, 10.0, low_open=False)
         _in_range("min_ratio", self.min_ratio, 0.0, 0.999)

@@ -61,7 +61,7 @@ from numpyro.primitives import Messenger
 from .. import surrogates
 from ..datasets.batching import batch_axis
 from ..network import Sequential
-from .gradient import _check_positive_int
+from .._checks import check_int
 from .vi_guide import MeanFieldGuide, extra_factor, init_weight, weight_factor
 
 DATA_PLATE = "data"
@@ -161,9 +161,9 @@ class VI:
     name = "svi"
 
     def __post_init__(self):
-        _check_positive_int("epochs", self.epochs)
-        _check_positive_int("batch_size", self.batch_size)
-        _check_positive_int("num_particles", self.num_particles)
+        check_int("epochs", self.epochs)
+        check_int("batch_size", self.batch_size)
+        check_int("num_particles", self.num_particles)
         for arg in ("learning_rate", "init_scale", "temperature", "kl_weight"):
             value = getattr(self, arg)
             if not isinstance(value, (int, float)) or not (np.isfinite(value) and value > 0):
