@@ -19,6 +19,8 @@ Usage::
 
     python benchmarks/sep_vs_surrogate.py --out sep.json             # full grid
     python benchmarks/sep_vs_surrogate.py --out smoke.json --quick   # Yin-Yang, Gaussian, 1 epoch
+    python benchmarks/sep_vs_surrogate.py --out digits20.json --datasets digits --weights gaussian \
+        --epochs 20 --damping 1.0 --anneal                          # digits, longer, annealed
 
 Targets from the issue are checked and printed at the end.
 """
@@ -57,7 +59,8 @@ def _run_one(cfg: dict) -> dict:
     model = presets.classifier(train.x.shape[1], classes, hidden=cfg["hidden"], steps=cfg["steps"],
                                weights=cfg["weights"], neuron=cfg["neuron"], readout_scale=cfg["readout_scale"])
     if cfg["method"] == "sep":
-        method = inference.SEP(epochs=cfg["epochs"], batch_size=cfg["batch_size"])
+        method = inference.SEP(epochs=cfg["epochs"], batch_size=cfg["batch_size"], damping=cfg["damping"],
+                               anneal=cfg["anneal"])
     else:
         method = inference.SurrogateGradient(epochs=cfg["epochs"], batch_size=cfg["batch_size"])
     x, y = model.check_data(train.x, train.y)
@@ -94,7 +97,7 @@ def _configs(args) -> list[dict]:
     return [
         dict(dataset=d, weights=w, neuron=n, method=m, epochs=args.epochs, batch_size=args.batch_size,
              hidden=args.hidden, steps=args.steps, readout_scale=args.readout_scale, seed=args.seed,
-             train_size=args.train_size)
+             train_size=args.train_size, damping=args.damping, anneal=args.anneal)
         for d, w, n, m in grid
     ]
 
@@ -150,6 +153,8 @@ def main(argv=None) -> int:
     p.add_argument("--readout-scale", type=float, default=30.0)
     p.add_argument("--train-size", type=int, default=0, help="use only the first N training examples (0 = all)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--damping", type=float, default=0.5, help="SEP's damping (its default is 0.5)")
+    p.add_argument("--anneal", action="store_true", help="SEP(anneal=True): cosine-decayed damping")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one JSON config, print its row
     args = p.parse_args(argv)
     if args.one:

@@ -44,6 +44,7 @@ def _finite(tree):
         ({"damping": 1.5}, "damping"),
         ({"min_prob": 0.7}, "min_prob"),
         ({"mesh": "cpu"}, "mesh"),
+        ({"anneal": 1}, "anneal"),
     ],
 )
 def test_invalid_arguments_raise(kwargs, match):
@@ -88,6 +89,28 @@ def test_padded_examples_do_not_affect_the_update(data, stepper):
     # ... and differ from an update that uses all eight rows.
     s3, _ = step(None, state, valid._replace(mask=jnp.ones(8, bool)))
     assert not np.allclose(s1.sites["dense_1.weight"].r, s3.sites["dense_1.weight"].r)
+
+
+def test_annealed_damping_follows_its_cosine_and_drives_the_update(data):
+    model = Classifier(_single_step(), 3)
+    method = SEP(epochs=2, batch_size=8, damping=0.8, anneal=True)
+    state = method.init(jax.random.PRNGKey(1), model, data.x, data.y)  # 2 x 15 = 30 updates in the run
+    schedule = np.array([float(method.current_damping(jnp.asarray(t))) for t in range(31)])
+    np.testing.assert_allclose(schedule[[0, 15, 30]], [0.8, 0.8 * (0.05 + 0.95 / 2), 0.8 * 0.05], rtol=1e-6)
+    assert np.all(np.diff(schedule) < 0)
+    batch = Batch(jnp.asarray(data.x[:8]), jnp.asarray(data.y[:8]), jnp.ones(8, bool))
+    plain = SEP(epochs=2, batch_size=8, damping=0.8)
+    plain_state = plain.init(jax.random.PRNGKey(1), model, data.x, data.y)
+    # Update 0 uses the full damping, so it equals the constant-damping update ...
+    first, _ = method.step(None, state, batch)
+    np.testing.assert_allclose(first.sites["dense_1.weight"].r, plain.step(None, plain_state, batch)[0].sites[
+        "dense_1.weight"].r, rtol=1e-6)
+    assert int(first.updates) == 1
+    # ... while the same update made late in the run moves the site 20x less.
+    late, _ = method.step(None, state._replace(updates=jnp.asarray(30)), batch)
+    plain_change = plain.step(None, plain_state, batch)[0].sites["dense_1.weight"].r - state.sites["dense_1.weight"].r
+    np.testing.assert_allclose(late.sites["dense_1.weight"].r - state.sites["dense_1.weight"].r, 0.05 * plain_change,
+                               rtol=1e-4, atol=1e-7)
 
 
 def test_extreme_inputs_never_put_nan_in_the_state(data, stepper):
