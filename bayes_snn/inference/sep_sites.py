@@ -170,6 +170,16 @@ def update_gauss(site: GaussSite, prior_nat, n, n_new, g, h, mask, damping: floa
     return new, stats
 
 
+def _sum_last(x: jax.Array) -> jax.Array:
+    """``x.sum(-1)`` over the few support values, as a sum of slices.
+
+    On CPU, XLA fuses a last-axis reduction of a ``[B, ..., K]`` array into its broadcast
+    consumer badly: ``1 + dz - sum(probs * dz, -1, keepdims=True)`` took 35 ms for a
+    64 x 128 binary layer and a batch of 32, the sum of slices 0.3 ms.
+    """
+    return sum(x[..., k].astype(jnp.float32) for k in range(x.shape[-1]))
+
+
 def update_cat(site: CatSite, log_p0, n, n_new, probs, dz, mask, damping: float, min_prob: float):
     """SEP update of a categorical site from ``dz = dlogZ/dq(a_k)`` ``[B, ..., K]`` at the cavity ``probs``.
 
@@ -184,10 +194,10 @@ def update_cat(site: CatSite, log_p0, n, n_new, probs, dz, mask, damping: float,
     """
     valid = _bcast(mask, dz[..., 0]) & jnp.all(jnp.isfinite(dz), axis=-1)
     dz = jnp.where(valid[..., None], dz, 0.0)
-    ratio = 1.0 + dz - jnp.sum(probs * dz, axis=-1, keepdims=True)
-    floored = jnp.sum(valid & jnp.any(ratio < RATIO_FLOOR, axis=-1))
+    ratio = 1.0 + dz - _sum_last(probs * dz)[..., None]
+    floored = jnp.sum(valid & (_sum_last(ratio < RATIO_FLOOR) > 0))
     logf_n = jnp.log(jnp.maximum(ratio, RATIO_FLOOR))
-    logf_n = logf_n - logf_n.mean(-1, keepdims=True)
+    logf_n = logf_n - _sum_last(logf_n)[..., None] / logf_n.shape[-1]
     diff = jnp.where(valid[..., None], logf_n - site.logf, 0.0)
     logf = site.logf + damping * jnp.sum(diff, axis=0) / n_new
     logq = log_p0 + n_new * logf

@@ -1,0 +1,94 @@
+"""Benchmark: where the time of one SEP minibatch update goes, against one surrogate-gradient step.
+
+For the default Yin-Yang network (``presets.classifier``, 128 hidden units, batch 32),
+single-step and LIF (10 steps), it times with warm caches (median of ``--repeats``
+blocks of ``--calls`` calls each, milliseconds per call):
+
+* ``moments``: the moment pass alone (``log Z`` of every example of the batch);
+* ``moments+grad``: the same with each example's derivatives (``vmap(value_and_grad)``);
+* ``sep step``: the whole jitted SEP update (derivatives, site algebra, safety rules);
+* ``surrogate step``: the whole jitted surrogate-gradient training step (BPTT + Adam).
+
+Per-epoch ratios in ``sep_vs_surrogate.py`` are smaller than these per-step ratios
+because ``fit``'s per-minibatch dispatch is a fixed cost for both methods.
+
+Usage::
+
+    python benchmarks/sep_step_cost.py --out step_cost.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+
+def _time(fn, args, calls: int, repeats: int) -> float:
+    import jax
+
+    jax.block_until_ready(fn(*args))  # compile and warm up
+    blocks = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            out = fn(*args)
+        jax.block_until_ready(out)
+        blocks.append((time.perf_counter() - t0) / calls * 1e3)
+    return statistics.median(blocks)
+
+
+def run(neuron: str, calls: int, repeats: int, batch_size: int) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    from bayes_snn import inference, presets
+    from bayes_snn.datasets.batching import Batch
+    from bayes_snn.inference import moments
+
+    train, _ = presets.load_dataset("yinyang")
+    model = presets.classifier(train.x.shape[1], train.num_classes, neuron=neuron)
+    x, y = model.check_data(train.x, train.y)
+    batch = Batch(jnp.asarray(x[:batch_size]), jnp.asarray(y[:batch_size]), jnp.ones(batch_size, bool))
+    key = jax.random.PRNGKey(0)
+    sep = inference.SEP(batch_size=batch_size)
+    sep_state = sep.init(key, model, x, y)
+    cavity = sep.cavity_moments(sep_state)
+    log_z = lambda mom, xi, yi: moments.log_evidence(model, mom, xi, yi)
+    forward = jax.jit(jax.vmap(log_z, in_axes=(None, 0, 0)))
+    with_grad = jax.jit(jax.vmap(jax.value_and_grad(log_z), in_axes=(None, 0, 0)))
+    surrogate = inference.SurrogateGradient(batch_size=batch_size)
+    sur_state = surrogate.init(key, model, x, y)
+    row = {
+        "neuron": neuron,
+        "batch_size": batch_size,
+        "moments_ms": _time(forward, (cavity, batch.x, batch.y), calls, repeats),
+        "moments_grad_ms": _time(with_grad, (cavity, batch.x, batch.y), calls, repeats),
+        "sep_step_ms": _time(jax.jit(sep.step), (key, sep_state, batch), calls, repeats),
+        "surrogate_step_ms": _time(jax.jit(surrogate.step), (key, sur_state, batch), calls, repeats),
+    }
+    row["ratio"] = row["sep_step_ms"] / row["surrogate_step_ms"]
+    return row
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="JSON file for the rows")
+    p.add_argument("--calls", type=int, default=100)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--batch-size", type=int, default=32)
+    args = p.parse_args(argv)
+    rows = [run(neuron, args.calls, args.repeats, args.batch_size) for neuron in ("single-step", "lif")]
+    with open(args.out, "w") as f:
+        json.dump(rows, f, indent=1)
+    print(f"{'neuron':12} {'moments':>8} {'+grad':>8} {'SEP step':>9} {'surrogate':>9} {'ratio':>6}  (ms per call)")
+    for r in rows:
+        print(f"{r['neuron']:12} {r['moments_ms']:8.3f} {r['moments_grad_ms']:8.3f} {r['sep_step_ms']:9.3f} "
+              f"{r['surrogate_step_ms']:9.3f} {r['ratio']:6.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
