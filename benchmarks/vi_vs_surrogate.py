@@ -7,7 +7,7 @@ priors), on Yin-Yang and digits, over several seeds. Rows:
 * ``surrogate``  BPTT point estimate (MAP), ``inference.SurrogateGradient()`` with its
   defaults (the CLI's trainer).
 * ``svi``        ``inference.VI()`` with its defaults: the ELBO (``kl_weight=1``), Adam
-  0.03 cosine-decayed to zero over the run.
+  0.1 cosine-decayed to zero over the run.
 * ``svi-t0.1``   the same with ``kl_weight=0.1``: a tempered posterior (see ``VI``).
 * ``sep``        ``inference.SEP()`` with its CLI defaults (5 epochs), if available.
 
