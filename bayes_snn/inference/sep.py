@@ -50,6 +50,7 @@ Example
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -202,7 +203,6 @@ class SEP:
         object.__setattr__(self, "_n", float(n))
         object.__setattr__(self, "_priors", priors)
         object.__setattr__(self, "_nat", nat)
-        object.__setattr__(self, "_total_updates", self.epochs * -(-n // min(self.batch_size, n)))
         rng = np.random.default_rng(np.asarray(jax.random.key_data(rng_key) if jnp.issubdtype(
             rng_key.dtype, jax.dtypes.prng_key) else rng_key).astype(np.uint32))
         seen = min(float(self.batch_size), float(n)) if self.online_start else float(n)
@@ -245,7 +245,8 @@ class SEP:
         """The damping of update number ``updates`` (constant unless ``anneal``)."""
         if not self.anneal:
             return self.damping
-        done = jnp.minimum(updates / self._total_updates, 1.0)
+        total = self.epochs * math.ceil(self._n / min(self.batch_size, self._n))  # minibatches in the run
+        done = jnp.minimum(updates / total, 1.0)
         return self.damping * (ANNEAL_FLOOR + (1.0 - ANNEAL_FLOOR) * 0.5 * (1.0 + jnp.cos(jnp.pi * done)))
 
     def step(self, rng_key, state: SEPState, batch: Batch) -> tuple[SEPState, SEPInfo]:
