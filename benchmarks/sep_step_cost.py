@@ -1,8 +1,9 @@
 """Benchmark: where the time of one SEP minibatch update goes, against one surrogate-gradient step.
 
-For the default Yin-Yang network (``presets.classifier``, 128 hidden units, batch 32),
-single-step and LIF (10 steps), it times with warm caches (median of ``--repeats``
-blocks of ``--calls`` calls each, milliseconds per call):
+For the CLI's network (``presets.classifier``, 128 hidden units, batch 32) on Yin-Yang and
+digits, with Gaussian, binary and ternary weights, single-step and LIF (10 steps), it times
+with warm caches (median of ``--repeats`` blocks of ``--calls`` calls each, milliseconds
+per call):
 
 * ``moments``: the moment pass alone (``log Z`` of every example of the batch);
 * ``moments+grad``: the same with each example's derivatives (``vmap(value_and_grad)``);
@@ -15,6 +16,7 @@ because ``fit``'s per-minibatch dispatch is a fixed cost for both methods.
 Usage::
 
     python benchmarks/sep_step_cost.py --out step_cost.json
+    python benchmarks/sep_step_cost.py --out cost.json --datasets digits --weights ternary
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def _time(fn, args, calls: int, repeats: int) -> float:
     return statistics.median(blocks)
 
 
-def run(neuron: str, calls: int, repeats: int, batch_size: int) -> dict:
+def run(dataset: str, weights: str, neuron: str, calls: int, repeats: int, batch_size: int) -> dict:
     import jax
     import jax.numpy as jnp
 
@@ -48,24 +50,26 @@ def run(neuron: str, calls: int, repeats: int, batch_size: int) -> dict:
     from bayes_snn.datasets.batching import Batch
     from bayes_snn.inference import moments
 
-    train, _ = presets.load_dataset("yinyang")
-    model = presets.classifier(train.x.shape[1], train.num_classes, neuron=neuron)
+    train, _ = presets.load_dataset(dataset)
+    model = presets.classifier(train.x.shape[1], train.num_classes, neuron=neuron, weights=weights)
     x, y = model.check_data(train.x, train.y)
     batch = Batch(jnp.asarray(x[:batch_size]), jnp.asarray(y[:batch_size]), jnp.ones(batch_size, bool))
     key = jax.random.PRNGKey(0)
     sep = inference.SEP(batch_size=batch_size)
     sep_state = sep.init(key, model, x, y)
-    cavity = sep.cavity_moments(sep_state)
+    _, inputs, _ = sep.pass_inputs(sep_state)  # what the SEP step differentiates
     log_z = lambda mom, xi, yi: moments.log_evidence(model, mom, xi, yi)
     forward = jax.jit(jax.vmap(log_z, in_axes=(None, 0, 0)))
     with_grad = jax.jit(jax.vmap(jax.value_and_grad(log_z), in_axes=(None, 0, 0)))
     surrogate = inference.SurrogateGradient(batch_size=batch_size)
     sur_state = surrogate.init(key, model, x, y)
     row = {
+        "dataset": dataset,
+        "weights": weights,
         "neuron": neuron,
         "batch_size": batch_size,
-        "moments_ms": _time(forward, (cavity, batch.x, batch.y), calls, repeats),
-        "moments_grad_ms": _time(with_grad, (cavity, batch.x, batch.y), calls, repeats),
+        "moments_ms": _time(forward, (inputs, batch.x, batch.y), calls, repeats),
+        "moments_grad_ms": _time(with_grad, (inputs, batch.x, batch.y), calls, repeats),
         "sep_step_ms": _time(jax.jit(sep.step), (key, sep_state, batch), calls, repeats),
         "surrogate_step_ms": _time(jax.jit(surrogate.step), (key, sur_state, batch), calls, repeats),
     }
@@ -79,13 +83,16 @@ def main(argv=None) -> int:
     p.add_argument("--calls", type=int, default=100)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--datasets", nargs="+", default=["yinyang", "digits"])
+    p.add_argument("--weights", nargs="+", default=["gaussian", "binary", "ternary"])
     args = p.parse_args(argv)
-    rows = [run(neuron, args.calls, args.repeats, args.batch_size) for neuron in ("single-step", "lif")]
+    rows = [run(d, w, neuron, args.calls, args.repeats, args.batch_size)
+            for d in args.datasets for w in args.weights for neuron in ("single-step", "lif")]
     with open(args.out, "w") as f:
         json.dump(rows, f, indent=1)
-    print(f"{'neuron':12} {'moments':>8} {'+grad':>8} {'SEP step':>9} {'surrogate':>9} {'ratio':>6}  (ms per call)")
+    print(f"{'dataset':8} {'weights':9} {'neuron':12} {'moments':>8} {'+grad':>8} {'SEP step':>9} {'surrogate':>9} {'ratio':>6}  (ms per call)")
     for r in rows:
-        print(f"{r['neuron']:12} {r['moments_ms']:8.3f} {r['moments_grad_ms']:8.3f} {r['sep_step_ms']:9.3f} "
+        print(f"{r['dataset']:8} {r['weights']:9} {r['neuron']:12} {r['moments_ms']:8.3f} {r['moments_grad_ms']:8.3f} {r['sep_step_ms']:9.3f} "
               f"{r['surrogate_step_ms']:9.3f} {r['ratio']:6.1f}")
     return 0
 

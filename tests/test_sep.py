@@ -10,7 +10,7 @@ from bayes_snn import Classifier, CuBaLIF, Dense, LIF, Regressor, Sequential, Sp
 from bayes_snn import datasets, encoders, inference, priors, readouts
 from bayes_snn.datasets.batching import Batch
 from bayes_snn.inference import SEP, Posterior
-from bayes_snn.inference import moments, sep_laplace
+from bayes_snn.inference import moments, sep_laplace, sep_sites
 from bayes_snn.inference.sep import SEPInfo
 
 
@@ -264,3 +264,44 @@ def test_to_arviz_draws_from_the_sep_factors(gauss_post):
     q = gauss_post.weights["dense_1.weight"]
     # 400 draws: the standard error of a mean is scale/20, so 5 standard errors is scale/4.
     assert np.all(np.abs(draws.mean((0, 1)) - np.asarray(q.loc)) < np.asarray(q.scale) / 4)
+
+
+def test_enumerated_sites_follow_the_layer_rules():
+    """Only a discrete Dense layer on deterministic inputs, before a neuron, with K^F <= limit."""
+    def sites(encoder, prior, limit=moments.ENUMERATE_LIMIT):
+        net = Sequential(encoder, Dense(5, prior=prior), SpikeResponse(), Dense(3, prior=prior), readouts.MeanMembrane())
+        k = len(prior.values) if priors.is_discrete(prior) else None
+        mom = {site: jnp.full(shape + (k,), 1.0 / k) if k else (jnp.zeros(shape), jnp.ones(shape))
+               for site, shape in net.param_shapes(4).items()}
+        return moments.enumerated_sites(net, mom, limit)
+
+    assert sites(encoders.Direct(1), priors.Binary()) == {"dense_0.weight"}  # 2^4 joint values per unit
+    assert sites(encoders.Direct(1), priors.Binary(), limit=15) == set()
+    assert sites(encoders.Rate(4), priors.Binary()) == set()  # random inputs: central limit
+    assert sites(encoders.Direct(1), priors.Normal(0.0, 1.0)) == set()
+
+
+@pytest.mark.parametrize("prior", [priors.Binary(0.5), priors.Ternary(1.0, 0.3), priors.IntegerGrid(2, 0.25)])
+def test_moment_form_categorical_update_equals_the_probability_form(data, prior):
+    """Differentiating log Z w.r.t. each weight's (mean, var) gives the same site update as
+    differentiating w.r.t. its K probabilities (chain rule), for central-limit layers."""
+    net = Sequential(encoders.Direct(1), Dense(16, prior=prior), SpikeResponse(), Dense(3, prior=prior),
+                     readouts.MeanMembrane())
+    model = Classifier(net, 3)
+    x, y = model.check_data(data.x, data.y)
+    sep = SEP(batch_size=16, enumerate_limit=0)  # no enumeration: every weight is in moment form
+    state = sep.init(jax.random.PRNGKey(3), model, x, y)
+    batch = Batch(jnp.asarray(x[:16]), jnp.asarray(y[:16]), jnp.arange(16) < 13)
+    for _ in range(2):  # the second step starts from a non-trivial site
+        cav, _, moment_form = sep.pass_inputs(state)
+        assert moment_form == {"dense_0.weight", "dense_1.weight"}
+        log_z = lambda mom, xi, yi: moments.log_evidence(model, mom, xi, yi, 0)
+        _, dz = jax.vmap(jax.value_and_grad(log_z), in_axes=(None, 0, 0))(cav, batch.x, batch.y)
+        new, _ = sep.step(None, state, batch)
+        n_new = state.seen + 13
+        for site in moment_form:
+            ref, _ = sep_sites.update_cat(state.sites[site], sep._nat[site], state.seen, n_new, cav[site], dz[site],
+                                          batch.mask, sep.damping, sep.min_prob)
+            scale = float(jnp.max(jnp.abs(ref.logf)))
+            np.testing.assert_allclose(new.sites[site].logf, ref.logf, atol=1e-5 * scale)
+        state = new

@@ -130,7 +130,7 @@ def site_moments(weights: dict) -> dict:
     return out
 
 
-def _mean_var(entry, prior):
+def mean_var(entry, prior):
     """``(mean, var)`` of a site given as ``(mean, var)`` or as probabilities over ``prior.values``."""
     if isinstance(entry, tuple):
         return entry
@@ -251,11 +251,27 @@ def _readout_membrane(a: Act, readout, w, b, gain, steps):
     return mean, shared + jnp.diag(own)
 
 
-def _enumerable(entry, a_is_deterministic: bool, fan_in: int, limit: int) -> bool:
-    """True if the layer's discrete weights are to be summed over exactly (see ``enumerated``)."""
-    if not a_is_deterministic or isinstance(entry, tuple):
-        return False
-    return entry.shape[-1] ** fan_in <= limit
+def enumerated_sites(net: Sequential, mom: dict, limit: int = ENUMERATE_LIMIT) -> frozenset:
+    """Weight sites that ``output_moments`` sums over exactly (see ``enumerated``).
+
+    A Dense layer qualifies when its input is deterministic (the data or a non-``Rate``
+    encoder), a spiking neuron follows it, its weights are given as probabilities ``[F, H, K]``
+    and ``K^F <= limit``. Every other site enters the moment pass only through its
+    ``(mean, var)``.
+    """
+    layers = list(zip(net.names, net.layers))
+    deterministic, out = True, set()
+    for i, (name, layer) in enumerate(layers):
+        if isinstance(layer, enc.ENCODERS):
+            deterministic = not isinstance(layer, enc.Rate)
+            continue
+        entry = mom.get(f"{name}.weight") if isinstance(layer, Dense) else None
+        nxt = layers[i + 1][1] if i + 1 < len(layers) else None
+        if deterministic and entry is not None and not isinstance(entry, tuple) and isinstance(nxt, nrn.LIF) \
+                and entry.shape[-1] ** entry.shape[0] <= limit:
+            out.add(f"{name}.weight")
+        deterministic = False
+    return frozenset(out)
 
 
 def enumerated(a: Act, probs, values, b: tuple | None, gain: float, cell, steps: int) -> Act:
@@ -299,29 +315,29 @@ def output_moments(net: Sequential, mom: dict, x: jax.Array, enumerate_limit: in
     """
     steps = steps_of(net, x)
     layers = list(zip(net.names, net.layers))
-    a, deterministic, skip = None, True, False
+    exact = enumerated_sites(net, mom, enumerate_limit)
+    a, skip = None, False
     for i, (name, layer) in enumerate(layers):
         if skip:  # the neuron was handled together with its enumerated Dense layer
             skip = False
             continue
         if isinstance(layer, enc.ENCODERS):
-            a, deterministic = encode(layer, x), not isinstance(layer, enc.Rate)
+            a = encode(layer, x)
             continue
         if a is None:  # no encoder: a deterministic time-major input
             zero = jnp.zeros_like(x)
             a = Act(x, zero, zero)
         if isinstance(layer, Dense):
             entry = mom[f"{name}.weight"]
-            fan_in = a.mean.shape[-1]
-            b = _mean_var(mom[f"{name}.bias"], layer.bias_prior) if layer.bias else None
-            gain = layer.gain_for(fan_in)
+            b = mean_var(mom[f"{name}.bias"], layer.bias_prior) if layer.bias else None
+            gain = layer.gain_for(a.mean.shape[-1])
             nxt = layers[i + 1][1] if i + 1 < len(layers) else None
-            if isinstance(nxt, nrn.LIF) and _enumerable(entry, deterministic, fan_in, enumerate_limit):
+            if f"{name}.weight" in exact:
                 a, skip = enumerated(a, entry, layer.prior.values, b, gain, nxt, steps), True
             elif isinstance(nxt, rd.MeanMembrane):
-                return _readout_membrane(a, nxt, _mean_var(entry, layer.prior), b, gain, steps)
+                return _readout_membrane(a, nxt, mean_var(entry, layer.prior), b, gain, steps)
             else:
-                a = dense(a, _mean_var(entry, layer.prior), b, gain)
+                a = dense(a, mean_var(entry, layer.prior), b, gain)
         elif isinstance(layer, nrn.LIF):
             a = neuron(layer, a, steps)
         elif isinstance(layer, rd.SpikeCount):
@@ -329,7 +345,6 @@ def output_moments(net: Sequential, mom: dict, x: jax.Array, enumerate_limit: in
             return mean, jnp.diag(var)  # correlations between output neurons are not tracked
         else:
             raise ValueError(f"moment propagation does not support layer {name} ({type(layer).__name__})")
-        deterministic = False
     raise ValueError("moment propagation needs a network ending in a MeanMembrane or SpikeCount readout")
 
 
@@ -365,6 +380,8 @@ __all__ = [
     "encode",
     "dense",
     "neuron",
+    "mean_var",
+    "enumerated_sites",
     "output_moments",
     "class_log_probs",
     "log_evidence",
