@@ -22,7 +22,10 @@ Usage::
     python benchmarks/sep_vs_surrogate.py --out digits20.json --datasets digits --weights gaussian \
         --epochs 20 --damping 1.0 --anneal                          # digits, longer, annealed
 
-Targets from the issue are checked and printed at the end.
+With ``--seeds 0 1 2`` every configuration runs once per seed (initial sites and minibatch
+order); the table shows means over seeds (and the sd of the final accuracy). The JSON file
+holds ``{"rows": [one per run], "summaries": [one per configuration]}``. Targets from the
+issue are checked on the means and printed at the end.
 """
 
 from __future__ import annotations
@@ -93,49 +96,74 @@ def _run_one(cfg: dict) -> dict:
 
 
 def _configs(args) -> list[dict]:
-    grid = itertools.product(args.datasets, args.weights, args.neurons, ("sep", "surrogate"))
+    grid = itertools.product(args.datasets, args.weights, args.neurons, ("sep", "surrogate"), args.seeds)
     return [
         dict(dataset=d, weights=w, neuron=n, method=m, epochs=args.epochs, batch_size=args.batch_size,
-             hidden=args.hidden, steps=args.steps, readout_scale=args.readout_scale, seed=args.seed,
+             hidden=args.hidden, steps=args.steps, readout_scale=args.readout_scale, seed=seed,
              train_size=args.train_size, damping=args.damping, anneal=args.anneal)
-        for d, w, n, m in grid
+        for d, w, n, m, seed in grid
     ]
 
 
-def _table(rows: list[dict]) -> str:
-    head = f"{'dataset':8} {'weights':8} {'neuron':11} {'method':9} {'acc/epoch':22} {'NLL':>6} {'ECE':>6} " \
-           f"{'s/epoch':>7} {'ratio':>5} {'RSS MB':>7} {'state':>7}"
-    lines = [head, "-" * len(head)]
+KEY = ("dataset", "weights", "neuron", "method")
+
+
+def _summaries(rows: list[dict]) -> list[dict]:
+    """One summary per configuration over its seeds: means (and sd of the final accuracy)."""
+    groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        partner = next((o for o in rows if o["method"] == "surrogate" and all(
-            o[k] == r[k] for k in ("dataset", "weights", "neuron"))), None)
-        ratio = r["seconds_per_epoch"] / partner["seconds_per_epoch"] if partner else float("nan")
-        acc = " ".join(f"{a:.3f}" for a in r["accuracy"][-3:])
-        lines.append(f"{r['dataset']:8} {r['weights']:8} {r['neuron']:11} {r['method']:9} {acc:22} {r['nll']:6.3f} "
-                     f"{r['ece']:6.3f} {r['seconds_per_epoch']:7.2f} {ratio:5.2f} {r['peak_rss_mb']:7.0f} "
-                     f"{r['state_floats']:7d}")
-        if "mc_accuracy" in r:
-            lines.append(f"{'':39}{'  MC over q: acc ' + format(r['mc_accuracy'], '.3f'):22} {r['mc_nll']:6.3f} "
-                         f"{r['mc_ece']:6.3f}")
+        groups.setdefault(tuple(r[k] for k in KEY), []).append(r)
+    out = []
+    for key, rs in groups.items():
+        final = [r["accuracy"][-1] for r in rs]
+        summary = dict(zip(KEY, key), seeds=len(rs), accuracy=statistics.mean(final),
+                       accuracy_sd=statistics.stdev(final) if len(rs) > 1 else 0.0,
+                       last_epochs=[statistics.mean(e) for e in zip(*(r["accuracy"] for r in rs))][-3:])
+        for field in ("nll", "ece", "seconds_per_epoch", "peak_rss_mb", "state_floats", "mc_accuracy", "mc_nll",
+                      "mc_ece"):
+            if field in rs[0]:
+                summary[field] = statistics.mean(r[field] for r in rs)
+        out.append(summary)
+    return out
+
+
+def _partner(s: dict, summaries: list[dict]) -> dict | None:
+    return next((o for o in summaries if o["method"] == "surrogate" and all(o[k] == s[k] for k in KEY[:3])), None)
+
+
+def _table(summaries: list[dict]) -> str:
+    head = f"{'dataset':8} {'weights':8} {'neuron':11} {'method':9} {'acc (last 3 epochs)':20} {'final':>12} " \
+           f"{'NLL':>6} {'ECE':>6} {'s/epoch':>7} {'ratio':>5} {'RSS MB':>7} {'state':>7}"
+    lines = [head, "-" * len(head)]
+    for s in summaries:
+        partner = _partner(s, summaries)
+        ratio = s["seconds_per_epoch"] / partner["seconds_per_epoch"] if partner else float("nan")
+        acc = " ".join(f"{a:.3f}" for a in s["last_epochs"])
+        final = f"{s['accuracy']:.3f}+-{s['accuracy_sd']:.3f}"
+        lines.append(f"{s['dataset']:8} {s['weights']:8} {s['neuron']:11} {s['method']:9} {acc:20} {final:>12} "
+                     f"{s['nll']:6.3f} {s['ece']:6.3f} {s['seconds_per_epoch']:7.2f} {ratio:5.2f} "
+                     f"{s['peak_rss_mb']:7.0f} {s['state_floats']:7.0f}")
+        if "mc_accuracy" in s:
+            lines.append(f"{'':39}{'  MC over q: acc ' + format(s['mc_accuracy'], '.3f'):33} {s['mc_nll']:6.3f} "
+                         f"{s['mc_ece']:6.3f}")
     return "\n".join(lines)
 
 
-def _targets(rows: list[dict]) -> list[str]:
+def _targets(summaries: list[dict]) -> list[str]:
     out = []
-    for r in rows:
-        if r["method"] != "sep":
+    for s in summaries:
+        if s["method"] != "sep":
             continue
-        goal = TARGETS.get((r["dataset"], r["weights"]))
-        partner = next((o for o in rows if o["method"] == "surrogate" and all(
-            o[k] == r[k] for k in ("dataset", "weights", "neuron"))), None)
+        goal = TARGETS.get((s["dataset"], s["weights"]))
+        partner = _partner(s, summaries)
         checks = []
         if goal is not None:
-            checks.append(f"accuracy {r['accuracy'][-1]:.3f} >= {goal}: {'yes' if r['accuracy'][-1] >= goal else 'NO'}")
-        checks.append(f"ECE {r['ece']:.3f} <= 0.03: {'yes' if r['ece'] <= 0.03 else 'NO'}")
+            checks.append(f"accuracy {s['accuracy']:.3f} >= {goal}: {'yes' if s['accuracy'] >= goal else 'NO'}")
+        checks.append(f"ECE {s['ece']:.3f} <= 0.03: {'yes' if s['ece'] <= 0.03 else 'NO'}")
         if partner:
-            ratio = r["seconds_per_epoch"] / partner["seconds_per_epoch"]
+            ratio = s["seconds_per_epoch"] / partner["seconds_per_epoch"]
             checks.append(f"time ratio {ratio:.2f} <= 2: {'yes' if ratio <= 2 else 'NO'}")
-        out.append(f"{r['dataset']}/{r['weights']}/{r['neuron']}: " + "; ".join(checks))
+        out.append(f"{s['dataset']}/{s['weights']}/{s['neuron']}: " + "; ".join(checks))
     return out
 
 
@@ -152,7 +180,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=10, help="time steps of the LIF network")
     p.add_argument("--readout-scale", type=float, default=30.0)
     p.add_argument("--train-size", type=int, default=0, help="use only the first N training examples (0 = all)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed; the table shows means")
     p.add_argument("--damping", type=float, default=0.5, help="SEP's damping (its default is 0.5)")
     p.add_argument("--anneal", action="store_true", help="SEP(anneal=True): cosine-decayed damping")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one JSON config, print its row
@@ -170,12 +198,13 @@ def main(argv=None) -> int:
             print(f"FAILED {cfg}: {run.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
             continue
         rows.append(json.loads(run.stdout.strip().splitlines()[-1]))
-        print(f"done {cfg['dataset']}/{cfg['weights']}/{cfg['neuron']}/{cfg['method']}: "
+        print(f"done {cfg['dataset']}/{cfg['weights']}/{cfg['neuron']}/{cfg['method']}/seed {cfg['seed']}: "
               f"acc {rows[-1]['accuracy']}", flush=True)
+    summaries = _summaries(rows)
     with open(args.out, "w") as f:
-        json.dump(rows, f, indent=1)
-    print(_table(rows))
-    print("\n".join(_targets(rows)))
+        json.dump({"rows": rows, "summaries": summaries}, f, indent=1)
+    print(_table(summaries))
+    print("\n".join(_targets(summaries)))
     return 0
 
 
