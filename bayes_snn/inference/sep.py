@@ -29,10 +29,15 @@ PBP/EBP moment propagation and SEP (Li, Hernandez-Lobato & Turner 2015):
 * Symmetry breaking: the initial site gives every weight a random mean
   (``init_scale`` prior standard deviations), so hidden units start distinct; with the
   online start (``online_start``) it is forgotten within the first epoch.
-* Classification uses the model's own softmax likelihood, integrated over the Gaussian
-  logits (with their covariance across classes) by the pairwise probit approximation
-  (``moments.class_log_probs``), so training and the moment predictive use the same
-  calibrated probabilities. Regression: ``Z = N(y; mu, var + noise^2)``.
+* Classification uses the model's own softmax likelihood integrated over the Gaussian
+  logits (with their covariance across classes). In training, ``log Z`` is the closed-form
+  pairwise probit approximation (``moments.class_log_probs``): its derivatives are smooth,
+  and a fixed-draw estimate of ``log Z`` trained badly (Yin-Yang, 3 epochs: 64 % instead of
+  97 %; its derivative with respect to a variance is noisy). The moment predictive
+  averages the softmax over fixed draws of the same Gaussian logits
+  (``moments.softmax_average``), because the probit is biased towards underconfidence
+  (ECE 0.032 vs 0.023 on Yin-Yang, 0.165 vs 0.098 on digits).
+  Regression: ``Z = N(y; mu, var + noise^2)``.
 
 ``SEP(mesh=...)`` shards each minibatch over a ``jax.sharding.Mesh`` (data parallel): the
 per-example work is split over devices and the natural-parameter sums become all-reduces.
@@ -345,10 +350,10 @@ def _moment_fn(model):
     net = model.net
 
     def one(mom, xi):
-        mean, cov = mp.output_moments(net, mom, xi)
+        logits = mp.output_logits(net, mom, xi)
         if model.task == "classification":
-            return jnp.exp(mp.class_log_probs(mean, cov))
-        return mean[0]
+            return mp.softmax_average(logits)
+        return logits.mean[0]
 
     return jax.jit(lambda mom, xs: jax.lax.map(lambda xi: one(mom, xi), xs, batch_size=min(256, xs.shape[0])))
 
