@@ -8,6 +8,9 @@ priors), on Yin-Yang and digits, over several seeds. Rows:
   defaults (the CLI's trainer).
 * ``svi``        ``inference.VI()`` with its defaults: the ELBO (``kl_weight=1``), Adam
   0.1 cosine-decayed to zero over the run.
+* ``svi-hier``   ``VI()`` on the same network with the hierarchical prior of
+  ``examples/hierarchical_vi.py``: each layer's weights ``N(0, tau_l)``,
+  ``tau_l ~ HalfNormal(1)``, inferred jointly (log-normal factor).
 * ``svi-t0.1``   the same with ``kl_weight=0.1``: a tempered posterior (see ``VI``).
 * ``sep``        ``inference.SEP()`` with its CLI defaults (5 epochs), if available.
 
@@ -32,7 +35,19 @@ import json
 import statistics
 import time
 
-METHODS = ("surrogate", "svi", "svi-t0.1", "sep")
+METHODS = ("surrogate", "svi", "svi-hier", "svi-t0.1", "sep")
+
+
+def _hierarchical_model():
+    """``model_fn`` of ``examples/hierarchical_vi.py``: ``W_l ~ N(0, tau_l)``, ``tau_l ~ HalfNormal(1)``."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parent.parent / "examples" / "hierarchical_vi.py"
+    spec = importlib.util.spec_from_file_location("hierarchical_vi", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.model_fn
 
 
 def _method(name: str, epochs: int, batch_size: int):
@@ -40,7 +55,7 @@ def _method(name: str, epochs: int, batch_size: int):
 
     if name == "surrogate":
         return inference.SurrogateGradient(epochs=epochs, batch_size=batch_size)
-    if name == "svi":
+    if name in ("svi", "svi-hier"):
         return inference.VI(epochs=epochs, batch_size=batch_size)
     if name == "svi-t0.1":
         return inference.VI(epochs=epochs, batch_size=batch_size, kl_weight=0.1)
@@ -51,11 +66,14 @@ def run_one(dataset: str, method: str, seed: int, args) -> dict:
     import jax
 
     from bayes_snn import inference, presets
+    from bayes_snn.models import Custom
 
     train, test = presets.load_dataset(dataset)
     if args.train_size is not None:
         train = train._replace(x=train.x[: args.train_size], y=train.y[: args.train_size])
     model = presets.classifier(train.x.shape[1], train.num_classes, hidden=args.hidden, steps=args.steps)
+    if method == "svi-hier":
+        model = Custom(_hierarchical_model(), model.net, num_classes=train.num_classes)
     epochs = args.sep_epochs if method == "sep" else args.epochs
     t0 = time.perf_counter()
     post = inference.fit(model, train, _method(method, epochs, args.batch_size), rng_key=jax.random.PRNGKey(seed),
