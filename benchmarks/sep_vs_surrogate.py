@@ -3,8 +3,9 @@
 Grid: dataset {yinyang, digits} x weights {gaussian, binary, ternary} x neuron
 {single-step, lif} x method {sep, surrogate}, all on the same network
 (``presets.classifier``: Direct encoding, Dense(hidden), SpikeResponse or LIF(0.9, 1),
-Dense(classes), mean-membrane readout) and the same minibatches (batch 32). Each
-configuration runs in its own process so that its peak RSS is its own.
+Dense(classes), mean-membrane readout) and the same minibatches (batch 32), trained by the
+loop of ``inference.fit`` (minibatches gathered on the device, no host synchronisation
+between steps). Each configuration runs in its own process so that its peak RSS is its own.
 
 Per configuration: test accuracy after every epoch; after the last epoch NLL and ECE (SEP:
 the moment-propagation predictive, and accuracy/NLL/ECE of the Monte Carlo predictive with
@@ -49,6 +50,7 @@ TARGETS = {
 def _run_one(cfg: dict) -> dict:
     """Train one configuration in this process; returns its row."""
     import jax
+    import jax.numpy as jnp
     import numpy as np
 
     from bayes_snn import inference, presets
@@ -69,7 +71,12 @@ def _run_one(cfg: dict) -> dict:
     x, y = model.check_data(train.x, train.y)
     key_init, key_loop = jax.random.split(jax.random.PRNGKey(cfg["seed"]))
     state = method.init(key_init, model, x, y)
-    step = jax.jit(method.step)
+    xj, yj = jnp.asarray(x), jnp.asarray(y)
+
+    @jax.jit
+    def step(key, state, idx, mask):  # as in inference.fit: the minibatch is gathered on the device
+        return method.step(key, state, Batch(jnp.take(xj, idx, axis=0), yj[idx], mask))
+
     n = len(y)
     accuracy, seconds = [], []
     mode = "moments" if cfg["method"] == "sep" else "sample"
@@ -79,7 +86,7 @@ def _run_one(cfg: dict) -> dict:
         idx, mask = minibatch_indices(k_perm, n, min(cfg["batch_size"], n))
         t0 = time.perf_counter()
         for b in range(idx.shape[0]):
-            state, _ = step(jax.random.fold_in(k_steps, b), state, Batch(x[idx[b]], y[idx[b]], mask[b]))
+            state, _ = step(jax.random.fold_in(k_steps, b), state, idx[b], mask[b])
         jax.block_until_ready(state)
         seconds.append(time.perf_counter() - t0)
         post = Posterior(model, method.posterior(state), method.name, x.shape[-1])
