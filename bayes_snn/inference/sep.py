@@ -285,8 +285,8 @@ class SEP:
         sites, stats = {}, []
         for site, s in state.sites.items():
             if site in moment_form:
-                new, st = ss.update_cat_moments(s, self._nat[site], self._priors[site].values, n, n_new, cav[site],
-                                                *grads[site], mask, damping, self.min_prob)
+                new, st = ss.update_cat_moments(s, self._nat[site], self._priors[site].values, n, n_new,
+                                                inputs[site], *grads[site], mask, damping, self.min_prob)
             elif isinstance(s, ss.CatSite):
                 new, st = ss.update_cat(s, self._nat[site], n, n_new, cav[site], grads[site], mask, damping,
                                         self.min_prob)

@@ -200,9 +200,9 @@ def update_cat(site: CatSite, log_p0, n, n_new, probs, dz, mask, damping: float,
                       min_prob)
 
 
-def update_cat_moments(site: CatSite, log_p0, values, n, n_new, probs, g_mean, g_var, mask, damping: float,
+def update_cat_moments(site: CatSite, log_p0, values, n, n_new, moments, g_mean, g_var, mask, damping: float,
                        min_prob: float):
-    """SEP update of a categorical site from ``dlogZ/dm``, ``dlogZ/dv`` ``[B, ...]`` of the weights' moments.
+    """SEP update of a categorical site from ``dlogZ/dm``, ``dlogZ/dv`` ``[B, ...]`` at the cavity ``moments``.
 
     For a weight seen by the moment pass only through its cavity mean ``m`` and variance
     ``v`` (central-limit layers), ``dlogZ/dq(a_k) = g_m a_k + g_v (a_k^2 - 2 m a_k)`` and the
@@ -213,8 +213,7 @@ def update_cat_moments(site: CatSite, log_p0, values, n, n_new, probs, g_mean, g
     ``2`` numbers per weight instead of ``K``, and nothing reduces over ``K`` per example.
     """
     values = np.asarray(values, np.float32)
-    mean = probs @ values
-    var = probs @ values**2 - mean**2
+    mean, var = moments  # the cavity's, as the moment pass saw them
     valid = _bcast(mask, g_mean) & jnp.isfinite(g_mean) & jnp.isfinite(g_var)
     g_mean, g_var = jnp.where(valid, g_mean, 0.0), jnp.where(valid, g_var, 0.0)
     dev = values.reshape((-1,) + (1,) * mean.ndim) - mean  # a_k - m, [K, ...]
