@@ -45,6 +45,8 @@ def _finite(tree):
         ({"min_prob": 0.7}, "min_prob"),
         ({"mesh": "cpu"}, "mesh"),
         ({"anneal": 1}, "anneal"),
+        ({"likelihood_weight": 0.0}, "likelihood_weight"),
+        ({"likelihood_weight": float("nan")}, "likelihood_weight"),
     ],
 )
 def test_invalid_arguments_raise(kwargs, match):
@@ -191,6 +193,32 @@ def test_regression_learns_a_linear_function():
                          progress_bar=False)
     np.testing.assert_allclose(post.mean()["dense_0.weight"][:, 0], [1.5, -1.0], atol=0.05)
     assert post.predict(x[:5], mode="moments").shape == (5,)
+
+
+@pytest.mark.parametrize("lam", [1.0, 3.0])
+def test_likelihood_weight_gives_the_exact_tempered_posterior_of_a_linear_gaussian_model(lam):
+    # One weight, Gaussian likelihood: every per-example site is exact, so SEP's fixed point is
+    # the exact posterior of p0(w) prod_n N(y_n; w x_n, s^2)^lam = N(y_n; w x_n, s^2 / lam)^1.
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-1, 1, (64, 1)).astype(np.float32)
+    y = (0.7 * x[:, 0] + 0.5 * rng.standard_normal(64)).astype(np.float32)
+    net = Sequential(encoders.Direct(1), Dense(1, gain=1.0, bias=False), readouts.MeanMembrane())
+    noise = 0.5
+    # Full batches: after the online ramp (lam epochs) the init site decays by 1 - 1/lam per epoch.
+    method = SEP(epochs=60, batch_size=64, damping=1.0, likelihood_weight=lam)
+    post = inference.fit(Regressor(net, noise=noise), (x, y), method, rng_key=jax.random.PRNGKey(0), progress_bar=False)
+    precision = 1.0 + lam * float(np.sum(x[:, 0] ** 2)) / noise**2
+    mean = lam * float(np.sum(x[:, 0] * y)) / noise**2 / precision
+    q = post.weights["dense_0.weight"]
+    np.testing.assert_allclose(float(q.loc[0, 0]), mean, rtol=1e-4)
+    np.testing.assert_allclose(float(q.scale[0, 0]) ** 2, 1.0 / precision, rtol=1e-4)
+
+
+def test_likelihood_weight_below_one_minibatch_per_copy_raises(data):
+    # A minibatch would move q by more than all of it: damping M / (lam N) > 1.
+    with pytest.raises(ValueError, match="likelihood_weight"):
+        inference.fit(Classifier(_single_step(), 3), data, SEP(batch_size=64, likelihood_weight=0.25),
+                      rng_key=jax.random.PRNGKey(0), progress_bar=False)
 
 
 @pytest.mark.parametrize(

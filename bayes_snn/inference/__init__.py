@@ -3,8 +3,9 @@
 from .fit import fit
 from .rate import RateBackprop
 from .result import Posterior
+from .select import Selection, select
 from .sep import SEP
 from .surrogate import SurrogateGradient
 from .vi import VI
 
-__all__ = ["fit", "Posterior", "RateBackprop", "SEP", "SurrogateGradient", "VI"]
+__all__ = ["fit", "Posterior", "RateBackprop", "SEP", "Selection", "SurrogateGradient", "VI", "select"]
