@@ -22,6 +22,8 @@ Usage::
     python benchmarks/sep_vs_surrogate.py --out smoke.json --quick   # Yin-Yang, Gaussian, 1 epoch
     python benchmarks/sep_vs_surrogate.py --out digits20.json --datasets digits --weights gaussian \
         --epochs 20 --damping 1.0 --anneal                          # digits, longer, annealed
+    python benchmarks/sep_vs_surrogate.py --out tempered.json --likelihood-weight 1 3 10 30
+        # SEP's likelihood_weight chosen per run by inference.select on held-out training data
 
 With ``--seeds 0 1 2`` every configuration runs once per seed (initial sites and minibatch
 order); the table shows means over seeds (and the sd of the final accuracy). The JSON file
@@ -63,9 +65,18 @@ def _run_one(cfg: dict) -> dict:
     classes = int(max(train.y.max(), test.y.max())) + 1
     model = presets.classifier(train.x.shape[1], classes, hidden=cfg["hidden"], steps=cfg["steps"],
                                weights=cfg["weights"], neuron=cfg["neuron"], readout_scale=cfg["readout_scale"])
+    selection = None
     if cfg["method"] == "sep":
         method = inference.SEP(epochs=cfg["epochs"], batch_size=cfg["batch_size"], damping=cfg["damping"],
-                               anneal=cfg["anneal"])
+                               anneal=cfg["anneal"], likelihood_weight=cfg["likelihood_weight"][0])
+        if len(cfg["likelihood_weight"]) > 1:  # choose on held-out training data; the test set stays unseen
+            t0 = time.perf_counter()
+            choice = inference.select(model, train, method, "likelihood_weight", cfg["likelihood_weight"],
+                                      rng_key=jax.random.PRNGKey(1000 + cfg["seed"]), mode="moments")
+            method = inference.SEP(epochs=cfg["epochs"], batch_size=cfg["batch_size"], damping=cfg["damping"],
+                                   anneal=cfg["anneal"], likelihood_weight=choice.best)
+            selection = dict(chosen=choice.best, seconds=time.perf_counter() - t0,
+                             held_out_nll={str(v): s["nll"] for v, s in choice.scores.items()})
     else:
         method = inference.SurrogateGradient(epochs=cfg["epochs"], batch_size=cfg["batch_size"])
     x, y = model.check_data(train.x, train.y)
@@ -97,6 +108,7 @@ def _run_one(cfg: dict) -> dict:
                peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
                state_floats=int(sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(state))))
     if cfg["method"] == "sep":
+        row.update(likelihood_weight=method.likelihood_weight, selection=selection)
         mc = post.evaluate(test, jax.random.PRNGKey(1), num_samples=100)
         row.update(mc_accuracy=mc["accuracy"], mc_nll=mc["nll"], mc_ece=mc["ece"])
     return row
@@ -107,7 +119,8 @@ def _configs(args) -> list[dict]:
     return [
         dict(dataset=d, weights=w, neuron=n, method=m, epochs=args.epochs, batch_size=args.batch_size,
              hidden=args.hidden, steps=args.steps, readout_scale=args.readout_scale, seed=seed,
-             train_size=args.train_size, damping=args.damping, anneal=args.anneal)
+             train_size=args.train_size, damping=args.damping, anneal=args.anneal,
+             likelihood_weight=args.likelihood_weight)
         for d, w, n, m, seed in grid
     ]
 
@@ -130,6 +143,8 @@ def _summaries(rows: list[dict]) -> list[dict]:
                       "mc_ece"):
             if field in rs[0]:
                 summary[field] = statistics.mean(r[field] for r in rs)
+        if "likelihood_weight" in rs[0]:
+            summary["likelihood_weight"] = [r["likelihood_weight"] for r in rs]
         out.append(summary)
     return out
 
@@ -151,8 +166,9 @@ def _table(summaries: list[dict]) -> str:
                      f"{s['nll']:6.3f} {s['ece']:6.3f} {s['seconds_per_epoch']:7.2f} {ratio:5.2f} "
                      f"{s['peak_rss_mb']:7.0f} {s['state_floats']:7.0f}")
         if "mc_accuracy" in s:
+            lam = "/".join(f"{v:g}" for v in s["likelihood_weight"])
             lines.append(f"{'':39}{'  MC over q: acc ' + format(s['mc_accuracy'], '.3f'):33} {s['mc_nll']:6.3f} "
-                         f"{s['mc_ece']:6.3f}")
+                         f"{s['mc_ece']:6.3f}   likelihood_weight {lam}")
     return "\n".join(lines)
 
 
@@ -190,6 +206,9 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed; the table shows means")
     p.add_argument("--damping", type=float, default=0.5, help="SEP's damping (its default is 0.5)")
     p.add_argument("--anneal", action="store_true", help="SEP(anneal=True): cosine-decayed damping")
+    p.add_argument("--likelihood-weight", type=float, nargs="+", default=[1.0],
+                   help="SEP's likelihood_weight; several values: chosen per run by inference.select "
+                        "(held-out NLL on 20%% of the training data)")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one JSON config, print its row
     args = p.parse_args(argv)
     if args.one:

@@ -12,6 +12,9 @@ priors), on Yin-Yang and digits, over several seeds. Rows:
   ``examples/hierarchical_vi.py``: each layer's weights ``N(0, tau_l)``,
   ``tau_l ~ HalfNormal(1)``, inferred jointly (log-normal factor).
 * ``svi-t0.1``   the same with ``kl_weight=0.1``: a tempered posterior (see ``VI``).
+* ``svi-select`` ``VI()`` with ``kl_weight`` chosen from ``KL_WEIGHTS`` by
+  ``inference.select`` (held-out NLL on 20 % of the training data, the test set unseen),
+  then refit on all training data.
 * ``sep``        ``inference.SEP()`` with its CLI defaults (5 epochs), if available.
 
 Test metrics (``Posterior.evaluate``: Monte Carlo predictive over 100 weight draws):
@@ -31,11 +34,14 @@ seed) with the metrics, ``seconds_per_epoch`` and ``fit_seconds``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
 
-METHODS = ("surrogate", "svi", "svi-hier", "svi-t0.1", "sep")
+METHODS = ("surrogate", "svi", "svi-hier", "svi-t0.1", "svi-select", "sep")
+# Candidates of svi-select's kl_weight (1 = the ELBO).
+KL_WEIGHTS = (1.0, 0.3, 0.1, 0.03)
 
 
 def _hierarchical_model():
@@ -55,7 +61,7 @@ def _method(name: str, epochs: int, batch_size: int):
 
     if name == "surrogate":
         return inference.SurrogateGradient(epochs=epochs, batch_size=batch_size)
-    if name in ("svi", "svi-hier"):
+    if name in ("svi", "svi-hier", "svi-select"):
         return inference.VI(epochs=epochs, batch_size=batch_size)
     if name == "svi-t0.1":
         return inference.VI(epochs=epochs, batch_size=batch_size, kl_weight=0.1)
@@ -75,9 +81,13 @@ def run_one(dataset: str, method: str, seed: int, args) -> dict:
     if method == "svi-hier":
         model = Custom(_hierarchical_model(), model.net, num_classes=train.num_classes)
     epochs = args.sep_epochs if method == "sep" else args.epochs
+    backend, chosen = _method(method, epochs, args.batch_size), None
+    if method == "svi-select":
+        choice = inference.select(model, train, backend, "kl_weight", KL_WEIGHTS, rng_key=jax.random.PRNGKey(1000 + seed),
+                                  num_samples=50)
+        backend, chosen = dataclasses.replace(backend, kl_weight=choice.best), choice.best
     t0 = time.perf_counter()
-    post = inference.fit(model, train, _method(method, epochs, args.batch_size), rng_key=jax.random.PRNGKey(seed),
-                         progress_bar=False)
+    post = inference.fit(model, train, backend, rng_key=jax.random.PRNGKey(seed), progress_bar=False)
     fit_seconds = time.perf_counter() - t0
     seconds = list(post.history["seconds"])
     scores = post.evaluate(test, jax.random.PRNGKey(seed + 1), num_samples=100)
@@ -86,6 +96,8 @@ def run_one(dataset: str, method: str, seed: int, args) -> dict:
         "method": method,
         "seed": seed,
         "epochs": epochs,
+        "kl_weight": getattr(backend, "kl_weight", None),
+        "chosen_by_select": chosen,
         "seconds_per_epoch": statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0],
         "fit_seconds": fit_seconds,
         **{k: float(v) for k, v in scores.items()},
@@ -111,7 +123,10 @@ def report(rows: list[dict]) -> str:
             acc, acc_sd = _mean_sd([100 * r["accuracy"] for r in rs])
             nll, ece, brier = (statistics.mean(r[k] for r in rs) for k in ("nll", "ece", "brier"))
             diff = "" if base_acc is None else f"{acc - base_acc:+.1f}"
-            lines.append(f"| {dataset} | {m} | {rs[0]['epochs']} | {acc:.1f} +- {acc_sd:.1f} | {diff} | {nll:.3f} | "
+            label = m
+            if any(r.get("chosen_by_select") is not None for r in rs):
+                label += " (kl_weight " + "/".join(f"{r['chosen_by_select']:g}" for r in rs) + ")"
+            lines.append(f"| {dataset} | {label} | {rs[0]['epochs']} | {acc:.1f} +- {acc_sd:.1f} | {diff} | {nll:.3f} | "
                          f"{ece:.3f} | {brier:.3f} | {statistics.median(r['seconds_per_epoch'] for r in rs):.2f} | "
                          f"{statistics.median(r['fit_seconds'] for r in rs):.0f} |")
             if m.startswith("svi") and base_acc is not None:
