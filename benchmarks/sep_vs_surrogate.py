@@ -107,6 +107,7 @@ def _run_one(cfg: dict) -> dict:
                seconds_per_epoch=statistics.median(seconds[1:] or seconds), first_epoch_seconds=seconds[0],
                peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
                state_floats=int(sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(state))))
+    row.pop("likelihood_weight")  # the candidates; SEP rows record the value used
     if cfg["method"] == "sep":
         row.update(likelihood_weight=method.likelihood_weight, selection=selection)
         mc = post.evaluate(test, jax.random.PRNGKey(1), num_samples=100)
@@ -143,7 +144,7 @@ def _summaries(rows: list[dict]) -> list[dict]:
                       "mc_ece"):
             if field in rs[0]:
                 summary[field] = statistics.mean(r[field] for r in rs)
-        if "likelihood_weight" in rs[0]:
+        if rs[0]["method"] == "sep" and "likelihood_weight" in rs[0]:
             summary["likelihood_weight"] = [r["likelihood_weight"] for r in rs]
         out.append(summary)
     return out
