@@ -3,7 +3,7 @@
 from .fit import fit
 from .rate import RateBackprop
 from .result import Posterior
-from .select import Selection, select
+from .selection import Selection, select
 from .sep import SEP
 from .surrogate import SurrogateGradient
 from .vi import VI

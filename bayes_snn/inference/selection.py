@@ -26,7 +26,6 @@ import dataclasses
 from typing import Any, NamedTuple, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ..datasets.batching import batch_axis
@@ -94,8 +93,8 @@ def select(model, data, method, param: str, values: Sequence, *, rng_key: jax.Ar
     for value, candidate in zip(values, candidates):
         post = fit(model, fit_part, candidate, rng_key=k_fit, progress_bar=False)
         scores[value] = post.evaluate(valid_part, k_eval, num_samples=num_samples, mode=mode)
-    nll = jnp.asarray([scores[v]["nll"] for v in values])
-    best = values[int(jnp.argmin(jnp.where(jnp.isfinite(nll), nll, jnp.inf)))]
+    nll = np.array([scores[v]["nll"] for v in values])
+    best = values[int(np.argmin(np.where(np.isfinite(nll), nll, np.inf)))]
     return Selection(param, best, scores)
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from bayes_snn import Classifier, Dense, LIF, Sequential, datasets, encoders, inference, readouts
-from bayes_snn.inference.select import split
+from bayes_snn.inference.selection import split
 
 
 @pytest.fixture(scope="module")
