@@ -20,6 +20,7 @@ from bayes_snn.analysis.metrics import (
     brier,
     classification_metrics,
     ece,
+    ece_floor,
     entropy,
     gaussian_nll,
     mce,
@@ -381,3 +382,42 @@ def test_auroc_antisymmetric_and_matches_brute_force(s_in, s_out):
     assert 0.0 <= a <= 1.0
     assert a + ood_auroc(s_out, s_in) == pytest.approx(1.0)
     assert a == pytest.approx(_brute_force_auroc(s_in, s_out))
+
+
+# --------------------------------------------------------------------------
+# ece_floor: the ECE distribution of a perfectly calibrated classifier
+# --------------------------------------------------------------------------
+
+
+def test_ece_floor_single_example_has_the_exact_two_point_distribution():
+    # One example, one bin: ECE = |1{y = 0} - 0.7| is 0.3 with probability 0.7, else 0.7.
+    draws = ece_floor([[0.7, 0.3]], n_bins=1, num_draws=20000, seed=1)
+    assert set(np.round(np.unique(draws), 12)) == {0.3, 0.7}
+    se = np.sqrt(0.21 * 0.4**2 / 20000)  # sd of the two-point law / sqrt(draws)
+    assert abs(draws.mean() - 0.42) < 4 * se
+
+
+def test_ece_floor_matches_scoring_labels_drawn_one_by_one():
+    rng = np.random.default_rng(2)
+    probs = rng.dirichlet([0.3] * 4, size=60)
+    fast = ece_floor(probs, num_draws=3000, seed=3)
+    slow = np.array([ece(probs, [rng.choice(4, p=p / p.sum()) for p in probs]) for _ in range(1000)])
+    se = np.sqrt(fast.var() / fast.size + slow.var() / slow.size)
+    assert abs(fast.mean() - slow.mean()) < 4 * se
+
+
+def test_ece_floor_separates_calibrated_from_overconfident_predictions():
+    rng = np.random.default_rng(4)
+    probs = rng.dirichlet([0.5] * 3, size=400)
+    y = np.array([rng.choice(3, p=p / p.sum()) for p in probs])  # labels from the predictions: calibrated
+    floor = ece_floor(probs, num_draws=2000)
+    assert np.quantile(floor, 0.01) <= ece(probs, y) <= np.quantile(floor, 0.99)
+    sharp = probs**3 / np.sum(probs**3, axis=1, keepdims=True)  # same argmax, overconfident
+    assert ece(sharp, y) > np.quantile(ece_floor(sharp, num_draws=2000), 0.99)
+
+
+@pytest.mark.parametrize("kwargs, match", [({"num_draws": 0}, "num_draws"), ({"num_draws": 2.5}, "num_draws"),
+                                           ({"n_bins": 0}, "n_bins")])
+def test_ece_floor_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ece_floor([[0.5, 0.5]], **kwargs)

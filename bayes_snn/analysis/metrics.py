@@ -30,6 +30,7 @@ __all__ = [
     "brier",
     "classification_metrics",
     "ece",
+    "ece_floor",
     "entropy",
     "gaussian_nll",
     "mce",
@@ -441,6 +442,55 @@ def ood_auroc(scores_in: ArrayLike, scores_out: ArrayLike) -> float:
     rank_sum_out = np.sum(avg_rank[inverse[n_in:]])
     u_out = rank_sum_out - n_out * (n_out + 1) / 2.0
     return float(u_out / (float(n_in) * float(n_out)))
+
+
+def ece_floor(probs: ArrayLike, n_bins: int = 15, num_draws: int = 1000, seed: int = 0) -> np.ndarray:
+    """ECE of a *perfectly calibrated* classifier that predicts ``probs``: the sampling floor.
+
+    Labels are drawn from ``probs`` themselves ``num_draws`` times and each draw is scored
+    with :func:`ece`. On a finite test set even a calibrated model has ECE > 0; an observed
+    ECE inside this distribution cannot be told apart from perfect calibration with this
+    many examples, and two models whose ECEs both lie inside it cannot be ranked by ECE.
+
+    Parameters
+    ----------
+    probs : array-like [N, C]
+        Predicted class probabilities; rows sum to 1.
+    n_bins : int, default 15
+        Number of bins, as for :func:`ece`.
+    num_draws : int, default 1000
+        Label draws (Monte Carlo size of the returned distribution).
+    seed : int, default 0
+        Seed of the NumPy generator drawing the labels.
+
+    Returns
+    -------
+    np.ndarray [num_draws]
+        The ECE of every draw.
+
+    Examples
+    --------
+    >>> probs = [[0.9, 0.1]] * 100
+    >>> floor = ece_floor(probs, num_draws=2000)
+    >>> 0.01 < float(floor.mean()) < 0.04   # sd of a 100-label accuracy at p = 0.9 is 0.03
+    True
+    """
+    p = _check_probs(probs)
+    _check_n_bins(n_bins)
+    if isinstance(num_draws, bool) or not isinstance(num_draws, (int, np.integer)) or num_draws < 1:
+        raise ValueError(f"num_draws must be a positive integer; got {num_draws!r}")
+    conf, top = p.max(axis=1), p.argmax(axis=1)
+    _, idx = _confidence_bins(conf, n_bins)
+    onehot = np.eye(n_bins)[idx]  # [N, n_bins]
+    counts = onehot.sum(axis=0)
+    full = counts > 0
+    # Inverse-CDF draws of every label at once: y = number of cumulative probabilities below u.
+    u = np.random.default_rng(seed).random((num_draws, p.shape[0], 1))
+    labels = np.minimum(np.sum(u > np.cumsum(p, axis=1)[None], axis=-1), p.shape[1] - 1)
+    correct_per_bin = (labels == top).astype(np.float64) @ onehot  # [num_draws, n_bins]
+    conf_per_bin = conf @ onehot
+    gaps = np.abs(correct_per_bin[:, full] - conf_per_bin[full]) / counts[full]
+    return np.sum(gaps * counts[full], axis=1) / p.shape[0]
 
 
 def classification_metrics(probs: ArrayLike, y: ArrayLike, n_bins: int = 15) -> dict[str, float]:
