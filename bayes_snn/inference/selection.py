@@ -34,7 +34,7 @@ from .result import _unpack
 
 
 class Selection(NamedTuple):
-    """The chosen ``value`` of ``param`` and the held-out metrics of every candidate.
+    """The chosen value ``best`` of ``param`` and the held-out metrics of every candidate.
 
     ``scores`` maps each candidate value to ``Posterior.evaluate``'s metrics on the held-out
     part (``nll`` decides; ties go to the earlier candidate).
@@ -72,6 +72,10 @@ def select(model, data, method, param: str, values: Sequence, *, rng_key: jax.Ar
         backend validates every candidate).
     values : sequence
         Candidate values (at least one, distinct).
+    rng_key : PRNG key
+        Fixes the split, the fits (the same key for every candidate) and the scoring draws.
+    valid_fraction : float in (0, 1)
+        Share of ``data`` held out for scoring.
     mode, num_samples
         The predictive used for scoring (``Posterior.evaluate``).
     """
