@@ -144,7 +144,8 @@ class VI:
         approximation of the posterior; ``kl_weight < 1`` fits a tempered ("cold")
         posterior, ``p(W) p(D | W)^(1 / kl_weight)`` up to normalisation, a common remedy
         for the underconfidence of mean-field VI in wide networks (it is not the
-        Bayesian posterior of the model).
+        Bayesian posterior of the model); ``inference.select`` chooses it on held-out
+        data.
 
     ``model`` (given to ``fit``) is a ``Classifier``, a ``Regressor`` or a
     ``models.Custom`` hand-written model. The fitted ``Posterior`` holds ``dist.Normal`` /
