@@ -3,7 +3,8 @@
 Gradient-free message passing in the spirit of Yao, McLaughlin & Altmann (2025), built from
 PBP/EBP moment propagation and SEP (Li, Hernandez-Lobato & Turner 2015):
 
-* ``q(W) = prod_w p0(w) f_w(w)^N``: one *tied* site ``f_w`` per weight and bias, Gaussian
+* ``q(W) = prod_w p0(w) f_w(w)^N`` (``N`` counted ``likelihood_weight`` times for a tempered
+  posterior): one *tied* site ``f_w`` per weight and bias, Gaussian
   for ``Normal`` priors and categorical over the support for ``Binary``/``Ternary``/
   ``IntegerGrid`` priors. A ``Laplace`` prior is itself approximated by an EP-refined
   Gaussian site (``sep_laplace``). Memory is two (Gaussian) or ``K`` (categorical) numbers
@@ -164,8 +165,9 @@ class SEP:
         Bayesian posterior; ``lam > 1`` is a tempered ("cold") posterior, the counterpart
         of ``VI(kl_weight=1 / lam)``; ``inference.select`` picks ``lam`` on held-out data.
         With ``online_start`` the count grows by one per example seen until it reaches
-        ``lam N`` after ``lam`` epochs (a shorter run ends at ``epochs x N``); starting at
-        ``lam N`` diverged (digits, ``lam = 10``: 61-80 % accuracy). Why: mean-field SEP's
+        ``lam N`` after ``lam`` epochs (a shorter run ends at about ``epochs x N``); reaching
+        ``lam N`` within the first epoch instead failed (digits, ``lam = 10``: 61-80 %
+        accuracy). Why: mean-field SEP's
         predictive is underconfident on wide hidden layers (digits, 128 single-step units,
         20 epochs: 95 % accuracy at mean confidence 0.86, ECE 0.10), because the first
         layer's factors stay near the prior and the hidden spikes stay noisy; ``lam = 10``
@@ -226,11 +228,11 @@ class SEP:
         object.__setattr__(self, "_nat", nat)
         rng = np.random.default_rng(np.asarray(jax.random.key_data(rng_key) if jnp.issubdtype(
             rng_key.dtype, jax.dtypes.prng_key) else rng_key).astype(np.uint32))
-        full = self.likelihood_weight * n
+        full = self.likelihood_weight * n  # examples the sites stand for once every copy is seen
         if full < min(self.batch_size, n):
             raise ValueError(f"likelihood_weight x N must be at least the minibatch size (a minibatch moves q by "
                              f"damping x M / (likelihood_weight x N)); got likelihood_weight={self.likelihood_weight}, "
-                             f"N={n}, batch_size={self.batch_size}")  # examples the sites stand for once every copy is seen
+                             f"N={n}, batch_size={self.batch_size}")
         seen = min(float(self.batch_size), float(n), full) if self.online_start else full
         sites = {}
         for site in sorted(shapes):
