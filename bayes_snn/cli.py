@@ -9,14 +9,16 @@ User mistakes print one line on stderr and exit with code 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import resource
 import sys
 import time
 from pathlib import Path
 
 from . import presets
-from .inference import SEP, VI, Posterior, RateBackprop, SurrogateGradient, fit
+from .inference import SEP, VI, Posterior, RateBackprop, SurrogateGradient, fit, select
 
 
 def _surrogate(epochs, batch_size):
@@ -47,6 +49,9 @@ METHODS = {
     "svi": _svi,
 }
 DEFAULT_METHOD = "sep"
+# The backend setting that --likelihood-weight sets, and how: SEP takes the power itself,
+# VI its inverse as the KL weight (both fit p0(W) p(D | W)^likelihood_weight).
+TEMPERING = {"sep": ("likelihood_weight", lambda lam: lam), "svi": ("kl_weight", lambda lam: 1.0 / lam)}
 DEVICES = ("ideal",)
 
 
@@ -72,6 +77,19 @@ def _positive(name):
     return parse
 
 
+def _positive_float(name):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a positive number; got {text!r}") from None
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"{name} must be a positive number; got {text!r}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="bayes-snn", description="Bayesian spiking neural networks.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -85,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--epochs", type=_positive("--epochs"), default=None, help="epochs (method default if omitted)")
     f.add_argument("--batch-size", type=_positive("--batch-size"), default=None, help="minibatch size")
     f.add_argument("--seed", type=int, default=0, help="random seed")
+    f.add_argument("--likelihood-weight", type=_positive_float("--likelihood-weight"), nargs="+", default=None,
+                   help="sep/svi: fit the tempered posterior p0(W) p(D|W)^VALUE (svi: kl_weight = 1/VALUE); "
+                        "several values: the best held-out NLL on 20%% of the training data (inference.select)")
     f.add_argument("--device", default="ideal", help=f"one of {', '.join(DEVICES)}")
     f.add_argument("--out", type=Path, default=None, help="write metrics.json and posterior.npz here")
     f.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -113,6 +134,20 @@ def cmd_fit(args) -> dict:
         weights=args.weights, neuron=args.neuron, device=device,
     )
     method = METHODS[args.method](args.epochs, args.batch_size)
+    tempering = {}
+    if args.likelihood_weight:
+        if args.method not in TEMPERING:
+            raise ValueError(f"--likelihood-weight applies to --method {' or '.join(TEMPERING)}; got {args.method!r}")
+        param, convert = TEMPERING[args.method]
+        weights = list(dict.fromkeys(args.likelihood_weight))
+        chosen = weights[0]
+        if len(weights) > 1:
+            choice = select(model, train, method, param, [convert(w) for w in weights],
+                            rng_key=jax.random.PRNGKey(args.seed + 2))
+            chosen = weights[[convert(w) for w in weights].index(choice.best)]
+            tempering["held_out_nll"] = {f"{w:g}": choice.scores[convert(w)]["nll"] for w in weights}
+        method = dataclasses.replace(method, **{param: convert(chosen)})
+        tempering["likelihood_weight"] = chosen
     t0 = time.perf_counter()
     post = fit(model, train, method, rng_key=jax.random.PRNGKey(args.seed), progress_bar=not args.no_progress)
     seconds = time.perf_counter() - t0
@@ -120,7 +155,7 @@ def cmd_fit(args) -> dict:
     metrics = {
         "dataset": args.dataset, "method": args.method, "weights": args.weights, "device": args.device,
         "neuron": args.neuron, "hidden": args.hidden, "steps": args.steps, "epochs": method.epochs,
-        "batch_size": method.batch_size, "seed": args.seed, **scores, "train_seconds": seconds,
+        "batch_size": method.batch_size, "seed": args.seed, **tempering, **scores, "train_seconds": seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "history": {k: v.tolist() for k, v in post.history.items()},
     }
@@ -155,6 +190,10 @@ def _report(metrics: dict) -> None:
     if "train_seconds" in metrics:
         print(f"method {metrics['method']}, {metrics['epochs']} epochs in {metrics['train_seconds']:.1f} s, "
               f"peak RSS {metrics['peak_rss_mb']:.0f} MB")
+    if "likelihood_weight" in metrics:
+        held_out = metrics.get("held_out_nll")
+        scores = "" if held_out is None else " (held-out NLL " + ", ".join(f"{k}: {v:.4f}" for k, v in held_out.items()) + ")"
+        print(f"tempered posterior: likelihood_weight {metrics['likelihood_weight']:g}{scores}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,6 +57,9 @@ def test_evaluate_reproduces_fit_metrics(fitted, capsys):
         (["fit", "--device", "quantum"], "--device must be one of"),
         (["fit", "--dataset", "idx:/no/such/dir"], "is not one"),
         (["evaluate", "/no/such/dir"], "missing metrics.json"),
+        (["fit", "--method", "surrogate", "--likelihood-weight", "3"], "--likelihood-weight applies to --method sep or svi"),
+        (["fit", "--likelihood-weight", "0"], "--likelihood-weight must be a positive number"),
+        (["fit", "--likelihood-weight", "nan"], "--likelihood-weight must be a positive number"),
         (["frobnicate"], "invalid choice"),
     ],
 )
@@ -93,6 +96,23 @@ def test_fit_on_idx_directory(tmp_path, capsys):
     code, out, err = run(["fit", "--dataset", f"idx:{tmp_path}", *SMALL], capsys)
     assert code == 0, err
     assert f"idx:{tmp_path} test: accuracy" in out
+
+
+@pytest.mark.parametrize("method, param", [("sep", "likelihood_weight"), ("svi", "kl_weight")])
+def test_likelihood_weight_is_chosen_on_held_out_data_and_recorded(method, param, tmp_path, capsys, monkeypatch):
+    fits = []
+    real_fit = cli.fit
+    monkeypatch.setattr(cli, "fit", lambda model, data, m, **kw: fits.append(m) or real_fit(model, data, m, **kw))
+    code, out, err = run(["fit", *SMALL, "--method", method, "--likelihood-weight", "1", "4", "--out", str(tmp_path)],
+                         capsys)
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    held_out = metrics["held_out_nll"]
+    assert set(held_out) == {"1", "4"} and metrics["likelihood_weight"] == float(min(held_out, key=held_out.get))
+    # The final fit (on all training data) uses the chosen value, converted for the backend.
+    chosen = metrics["likelihood_weight"]
+    assert getattr(fits[-1], param) == pytest.approx(chosen if method == "sep" else 1.0 / chosen)
+    assert f"likelihood_weight {chosen:g}" in out
 
 
 def test_console_script_is_installed():
