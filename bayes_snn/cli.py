@@ -64,27 +64,17 @@ class _UsageError(Exception):
     pass
 
 
-def _positive(name):
+def _positive(name, kind=int):
+    """argparse type: a positive finite ``kind`` (int or float), with a one-line error naming ``name``."""
+    what = "a positive integer" if kind is int else "a positive number"
+
     def parse(text):
         try:
-            value = int(text)
+            value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive integer; got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive integer; got {text!r}")
-        return value
-
-    return parse
-
-
-def _positive_float(name):
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive number; got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"{name} must be {what}; got {text!r}") from None
         if not (math.isfinite(value) and value > 0):
-            raise argparse.ArgumentTypeError(f"{name} must be a positive number; got {text!r}")
+            raise argparse.ArgumentTypeError(f"{name} must be {what}; got {text!r}")
         return value
 
     return parse
@@ -103,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--epochs", type=_positive("--epochs"), default=None, help="epochs (method default if omitted)")
     f.add_argument("--batch-size", type=_positive("--batch-size"), default=None, help="minibatch size")
     f.add_argument("--seed", type=int, default=0, help="random seed")
-    f.add_argument("--likelihood-weight", type=_positive_float("--likelihood-weight"), nargs="+", default=None,
+    f.add_argument("--likelihood-weight", type=_positive("--likelihood-weight", float), nargs="+", default=None,
                    help="sep/svi: fit the tempered posterior p0(W) p(D|W)^VALUE (svi: kl_weight = 1/VALUE); "
                         "several values: the best held-out NLL on 20%% of the training data (inference.select)")
     f.add_argument("--device", default="ideal", help=f"one of {', '.join(DEVICES)}")
@@ -139,13 +129,13 @@ def cmd_fit(args) -> dict:
         if args.method not in TEMPERING:
             raise ValueError(f"--likelihood-weight applies to --method {' or '.join(TEMPERING)}; got {args.method!r}")
         param, convert = TEMPERING[args.method]
-        weights = list(dict.fromkeys(args.likelihood_weight))
-        chosen = weights[0]
-        if len(weights) > 1:
-            choice = select(model, train, method, param, [convert(w) for w in weights],
-                            rng_key=jax.random.PRNGKey(args.seed + 2))
-            chosen = weights[[convert(w) for w in weights].index(choice.best)]
-            tempering["held_out_nll"] = {f"{w:g}": choice.scores[convert(w)]["nll"] for w in weights}
+        candidates = list(dict.fromkeys(args.likelihood_weight))
+        values = [convert(c) for c in candidates]
+        chosen = candidates[0]
+        if len(candidates) > 1:
+            choice = select(model, train, method, param, values, rng_key=jax.random.PRNGKey(args.seed + 2))
+            chosen = candidates[values.index(choice.best)]
+            tempering["held_out_nll"] = {f"{c:g}": choice.scores[v]["nll"] for c, v in zip(candidates, values)}
         method = dataclasses.replace(method, **{param: convert(chosen)})
         tempering["likelihood_weight"] = chosen
     t0 = time.perf_counter()
