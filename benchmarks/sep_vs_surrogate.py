@@ -34,6 +34,7 @@ issue are checked on the means and printed at the end.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import resource
@@ -73,8 +74,7 @@ def _run_one(cfg: dict) -> dict:
             t0 = time.perf_counter()
             choice = inference.select(model, train, method, "likelihood_weight", cfg["likelihood_weight"],
                                       rng_key=jax.random.PRNGKey(1000 + cfg["seed"]), mode="moments")
-            method = inference.SEP(epochs=cfg["epochs"], batch_size=cfg["batch_size"], damping=cfg["damping"],
-                                   anneal=cfg["anneal"], likelihood_weight=choice.best)
+            method = dataclasses.replace(method, likelihood_weight=choice.best)
             selection = dict(chosen=choice.best, seconds=time.perf_counter() - t0,
                              held_out_nll={str(v): s["nll"] for v, s in choice.scores.items()})
     else:

@@ -20,9 +20,10 @@ priors), on Yin-Yang and digits, over several seeds. Rows:
 Test metrics (``Posterior.evaluate``: Monte Carlo predictive over 100 weight draws):
 accuracy, NLL, ECE (15 bins), Brier, and the ECE floor: the mean ECE that a perfectly
 calibrated classifier making the same predictions would score on this test set
-(``metrics.ece_floor``; ECEs at or below it cannot be ranked); ``s/epoch`` is the median wall time of an epoch after
-the first (which compiles; a one-epoch run reports that first epoch). Target of issue 5: VI accuracy within 2 points of the
-surrogate-gradient point estimate, with lower ECE.
+(``metrics.ece_floor``; ECEs at or below it cannot be ranked). ``s/epoch`` is the median
+wall time of an epoch after the first (which compiles; a one-epoch run reports that first
+epoch). Target of issue 5: VI accuracy within 2 points of the surrogate-gradient point
+estimate, with lower ECE.
 
 Usage::
 
@@ -72,7 +73,6 @@ def _method(name: str, epochs: int, batch_size: int):
 
 def run_one(dataset: str, method: str, seed: int, args) -> dict:
     import jax
-
     import numpy as np
 
     from bayes_snn import inference, presets

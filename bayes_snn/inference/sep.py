@@ -165,16 +165,16 @@ class SEP:
         Bayesian posterior; ``lam > 1`` is a tempered ("cold") posterior, the counterpart
         of ``VI(kl_weight=1 / lam)``; ``inference.select`` picks ``lam`` on held-out data.
         With ``online_start`` the count grows by one per example seen until it reaches
-        ``lam N`` after ``lam`` epochs (a shorter run ends at about ``epochs x N``); reaching
-        ``lam N`` within the first epoch instead failed (digits, ``lam = 10``: 61-80 %
-        accuracy). Why: mean-field SEP's
-        predictive is underconfident on wide hidden layers (digits, 128 single-step units,
-        20 epochs: 95 % accuracy at mean confidence 0.86, ECE 0.10), because the first
-        layer's factors stay near the prior and the hidden spikes stay noisy; ``lam = 10``
-        gave 97.3 % and ECE 0.028. Use full steps (``damping=1``, best with ``anneal``):
-        with ``damping < 1`` the random initial site is not averaged away during the ramp
-        and the count amplifies it (digits LIF, ``lam = 10``, 20 epochs: damping 0.5 gave
-        89 % and ECE 0.049, damping 1 gave 97.3 % and ECE 0.022).
+        ``lam N`` after ``lam`` epochs (a shorter run ends at about ``epochs x N``);
+        reaching ``lam N`` within the first epoch instead failed (digits, ``lam = 10``:
+        61-80 % accuracy). Why temper: mean-field SEP's predictive is underconfident on
+        wide hidden layers (digits, 128 single-step units, 20 epochs: 95 % accuracy at mean
+        confidence 0.86, ECE 0.10), because the first layer's factors stay near the prior
+        and the hidden spikes stay noisy; ``lam = 10`` gave 97.3 % and ECE 0.028. Use full
+        steps (``damping=1``, best with ``anneal``): with ``damping < 1`` the random initial
+        site is not averaged away during the ramp and the count amplifies it (digits LIF,
+        ``lam = 10``, 20 epochs: damping 0.5 gave 89 % and ECE 0.049, damping 1 gave
+        97.3 % and ECE 0.022).
     mesh : jax.sharding.Mesh, optional
         Shard every minibatch over ``mesh.axis_names[0]`` (``batch_size`` must be divisible
         by that axis' size).
@@ -236,7 +236,7 @@ class SEP:
             raise ValueError(f"likelihood_weight x N must be at least the minibatch size (a minibatch moves q by "
                              f"damping x M / (likelihood_weight x N)); got likelihood_weight={self.likelihood_weight}, "
                              f"N={n}, batch_size={self.batch_size}")
-        seen = min(float(self.batch_size), float(n), full) if self.online_start else full
+        seen = min(float(self.batch_size), float(n)) if self.online_start else full
         sites = {}
         for site in sorted(shapes):
             # Biases need no symmetry breaking; random weight means suffice.
