@@ -214,6 +214,31 @@ def test_likelihood_weight_gives_the_exact_tempered_posterior_of_a_linear_gaussi
     np.testing.assert_allclose(float(q.scale[0, 0]) ** 2, 1.0 / precision, rtol=1e-4)
 
 
+@pytest.mark.parametrize("seen, full_step", [(32.0, False), (64.0, True), (160.0, True), (192.0, False)])
+def test_tempered_ramp_takes_full_steps(seen, full_step):
+    # Linear-Gaussian model: each example's site is exact and independent of the cavity,
+    # f_n = (x_n y_n / s^2, x_n^2 / s^2). A full step accumulates, q_new = q + sum_b f_b; a
+    # damped one moves the site halfway, n_new f_new = n_new f + 0.5 (sum_b f_b - M f).
+    # With N = 64 and lam = 3 the ramp is 64 <= n < 192; before it and at the cap, damping 0.5.
+    rng = np.random.default_rng(2)
+    x = rng.uniform(-1, 1, (64, 1)).astype(np.float32)
+    y = (0.7 * x[:, 0] + 0.5 * rng.standard_normal(64)).astype(np.float32)
+    net = Sequential(encoders.Direct(1), Dense(1, gain=1.0, bias=False), readouts.MeanMembrane())
+    model, noise = Regressor(net, noise=0.5), 0.5
+    sep = SEP(batch_size=16, damping=0.5, likelihood_weight=3.0)
+    state = sep.init(jax.random.PRNGKey(0), model, x, y)._replace(seen=jnp.asarray(seen))
+    batch = Batch(jnp.asarray(x[:16]), jnp.asarray(y[:16]), jnp.ones(16, bool))
+    new, _ = sep.step(jax.random.PRNGKey(1), state, batch)
+    n_new = min(seen + 16.0, 192.0)
+    assert float(new.seen) == n_new
+    site = state.sites["dense_0.weight"]
+    f = np.array([float(site.r[0, 0]), float(site.lam[0, 0])])
+    f_batch = np.array([np.sum(x[:16, 0] * y[:16]), np.sum(x[:16, 0] ** 2)]) / noise**2
+    expected = (seen * f + f_batch) / n_new if full_step else f + 0.5 * (f_batch - 16.0 * f) / n_new
+    got = new.sites["dense_0.weight"]
+    np.testing.assert_allclose([float(got.r[0, 0]), float(got.lam[0, 0])], expected, rtol=1e-4)
+
+
 def test_likelihood_weight_below_one_minibatch_per_copy_raises(data):
     # A minibatch would move q by more than all of it: damping M / (lam N) > 1.
     with pytest.raises(ValueError, match="likelihood_weight"):

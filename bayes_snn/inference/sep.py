@@ -167,14 +167,16 @@ class SEP:
         With ``online_start`` the count grows by one per example seen until it reaches
         ``lam N`` after ``lam`` epochs (a shorter run ends at about ``epochs x N``);
         reaching ``lam N`` within the first epoch instead failed (digits, ``lam = 10``:
-        61-80 % accuracy). Why temper: mean-field SEP's predictive is underconfident on
-        wide hidden layers (digits, 128 single-step units, 20 epochs: 95 % accuracy at mean
-        confidence 0.86, ECE 0.10), because the first layer's factors stay near the prior
-        and the hidden spikes stay noisy; ``lam = 10`` gave 97.3 % and ECE 0.028. Use full
-        steps (``damping=1``, best with ``anneal``): with ``damping < 1`` the random initial
-        site is not averaged away during the ramp and the count amplifies it (digits LIF,
-        ``lam = 10``, 20 epochs: damping 0.5 gave 89 % and ECE 0.049, damping 1 gave
-        97.3 % and ECE 0.022).
+        61-80 % accuracy). While the count climbs from ``N`` to ``lam N`` the steps are full
+        (``damping`` is ignored), so the site stays the running average of every example
+        seen: a damped step would keep part of the random initial site, which the growing
+        count then amplifies (digits LIF, ``lam = 10``, 20 epochs, damping 0.5: 89 % and
+        ECE 0.049 with damped ramp steps). The first ``N`` examples keep the damping, which
+        keeps the initial site long enough to break the symmetry between hidden units.
+        Why temper: mean-field SEP's predictive is underconfident on wide hidden layers
+        (digits, 128 single-step units, 20 epochs: 95 % accuracy at mean confidence 0.86,
+        ECE 0.10), because the first layer's factors stay near the prior and the hidden
+        spikes stay noisy; ``lam = 10`` gave 97.3 % and ECE 0.028.
     mesh : jax.sharding.Mesh, optional
         Shard every minibatch over ``mesh.axis_names[0]`` (``batch_size`` must be divisible
         by that axis' size).
@@ -306,7 +308,10 @@ class SEP:
         logz, grads = _materialised((logz, grads), state.updates)
         mask = batch.mask & jnp.isfinite(logz)
         n = state.seen
-        n_new = jnp.minimum(n + jnp.sum(mask), self.likelihood_weight * self._n)
+        full = self.likelihood_weight * self._n
+        n_new = jnp.minimum(n + jnp.sum(mask), full)
+        # The tempered ramp (N <= n < lam N) takes full steps: see ``likelihood_weight``.
+        damping = jnp.where((n >= self._n) & (n < full), 1.0, damping)
         sites, stats = {}, []
         for site, s in state.sites.items():
             if site in moment_form:
