@@ -155,13 +155,20 @@ def encode(encoder, x: jax.Array) -> Act:
     return Act(spikes, jnp.zeros_like(spikes), jnp.zeros_like(spikes))
 
 
-def dense(a: Act, w: tuple, b: tuple | None, gain: float) -> Act:
-    """Central-limit step through ``gain * (a @ W) + b``; ``w``/``b`` are ``(mean, var)``."""
+def dense(a: Act, w: tuple, b: tuple | None, gain: float, tap: tuple | None = None) -> Act:
+    """Central-limit step through ``gain * (a @ W) + b``; ``w``/``b`` are ``(mean, var)``.
+
+    ``tap = (mean, static_var, dyn_var)`` (each ``[T, H]``) is added to the current's mean and
+    to the variances of its static and dynamic parts: differentiating at a zero tap gives the
+    derivatives with respect to those three (see ``moments_grad``).
+    """
     m, v = w
     m2 = m**2
     mean = gain * (a.mean @ m)
     static_var = gain**2 * ((a.mean**2 + a.static**2) @ v + a.static**2 @ m2)
     dyn_var = gain**2 * (_dyn(a) @ (v + m2))
+    if tap is not None:
+        mean, static_var, dyn_var = mean + tap[0], static_var + tap[1], dyn_var + tap[2]
     if b is not None:
         mean = mean + b[0]
         static_var = static_var + b[1]
@@ -278,18 +285,31 @@ def enumerated_sites(net: Sequential, mom: dict, limit: int = ENUMERATE_LIMIT) -
     ``(mean, var)``.
     """
     layers = list(zip(net.names, net.layers))
-    deterministic, out = True, set()
+    first = deterministic_input(net)
+    out = set()
     for i, (name, layer) in enumerate(layers):
-        if isinstance(layer, enc.ENCODERS):
-            deterministic = not isinstance(layer, enc.Rate)
-            continue
         entry = mom.get(f"{name}.weight") if isinstance(layer, Dense) else None
         nxt = layers[i + 1][1] if i + 1 < len(layers) else None
-        if deterministic and entry is not None and not isinstance(entry, tuple) and isinstance(nxt, nrn.LIF) \
+        if name == first and entry is not None and not isinstance(entry, tuple) and isinstance(nxt, nrn.LIF) \
                 and entry.shape[-1] ** entry.shape[0] <= limit:
             out.add(f"{name}.weight")
-        deterministic = False
     return frozenset(out)
+
+
+def deterministic_input(net: Sequential) -> str | None:
+    """Name of the Dense layer whose input is deterministic (zero variance), if any.
+
+    That is the first layer after the data or a non-``Rate`` encoder: every later input is
+    a spike train with moments.
+    """
+    for name, layer in zip(net.names, net.layers):
+        if isinstance(layer, enc.Rate):
+            return None
+        if isinstance(layer, Dense):
+            return name
+        if not isinstance(layer, enc.ENCODERS):
+            return None
+    return None
 
 
 def enumerated(a: Act, probs, values, b: tuple | None, gain: float, cell, steps: int) -> Act:
@@ -337,9 +357,18 @@ def output_logits(net: Sequential, mom: dict, x: jax.Array, enumerate_limit: int
     with ``K^F <= enumerate_limit`` joint values per unit is summed over exactly
     (``enumerated``); 0 disables this.
     """
+    return tapped_logits(net, mom, x, enumerate_limit, {})[0]
+
+
+def tapped_logits(net: Sequential, mom: dict, x: jax.Array, enumerate_limit: int, taps: dict) -> tuple[Logits, dict]:
+    """``output_logits`` with ``taps`` ``{layer: (mean, static_var, dyn_var)}`` added to the
+    currents of central-limit Dense layers (see ``dense``); also returns ``{layer: Act}``, the
+    input of every central-limit Dense layer (those that are neither enumerated nor fused
+    into a ``MeanMembrane`` readout)."""
     steps = steps_of(net, x)
     layers = list(zip(net.names, net.layers))
     exact = enumerated_sites(net, mom, enumerate_limit)
+    inputs = {}
     a, skip = None, False
     for i, (name, layer) in enumerate(layers):
         if skip:  # the neuron was handled together with its enumerated Dense layer
@@ -359,14 +388,15 @@ def output_logits(net: Sequential, mom: dict, x: jax.Array, enumerate_limit: int
             if f"{name}.weight" in exact:
                 a, skip = enumerated(a, entry, layer.prior.values, b, gain, nxt, steps), True
             elif isinstance(nxt, rd.MeanMembrane):
-                return _readout_membrane(a, nxt, mean_var(entry, layer.prior), b, gain, steps)
+                return _readout_membrane(a, nxt, mean_var(entry, layer.prior), b, gain, steps), inputs
             else:
-                a = dense(a, mean_var(entry, layer.prior), b, gain)
+                inputs[name] = a
+                a = dense(a, mean_var(entry, layer.prior), b, gain, taps.get(name))
         elif isinstance(layer, nrn.LIF):
             a = neuron(layer, a, steps)
         elif isinstance(layer, rd.SpikeCount):
             mean, var = _time_sum(a, jnp.full(steps, layer.scale, jnp.float32))
-            return Logits(mean, var, jnp.zeros(mean.shape + (0,)), jnp.zeros(0))  # correlations not tracked
+            return Logits(mean, var, jnp.zeros(mean.shape + (0,)), jnp.zeros(0)), inputs  # correlations not tracked
         else:
             raise ValueError(f"moment propagation does not support layer {name} ({type(layer).__name__})")
     raise ValueError("moment propagation needs a network ending in a MeanMembrane or SpikeCount readout")
@@ -413,7 +443,12 @@ def softmax_average(logits: Logits) -> jax.Array:
 
 def log_evidence(model, mom: dict, x: jax.Array, y: jax.Array, enumerate_limit: int = ENUMERATE_LIMIT) -> jax.Array:
     """``log Z``: approximate log predictive density of one example ``(x, y)`` under ``mom``."""
-    mean, cov = output_moments(model.net, mom, x, enumerate_limit)
+    return evidence_of(model, output_logits(model.net, mom, x, enumerate_limit), y)
+
+
+def evidence_of(model, logits: Logits, y: jax.Array) -> jax.Array:
+    """``log Z`` of one example from its Gaussian readout ``logits`` and target ``y``."""
+    mean, cov = logits.mean, logits.cov
     if model.task == "classification":
         return class_log_probs(mean, cov)[y]
     total = cov[0, 0] + model.noise**2
@@ -431,6 +466,8 @@ __all__ = [
     "enumerated_sites",
     "Logits",
     "output_logits",
+    "tapped_logits",
+    "deterministic_input",
     "output_moments",
     "softmax_average",
     "class_log_probs",

@@ -12,9 +12,10 @@ PBP/EBP moment propagation and SEP (Li, Hernandez-Lobato & Turner 2015):
   derivatives, ``batch_size`` times the weights, during a step).
 * For every example of a minibatch, ``log Z_n`` (the log predictive density of the example
   under the cavity ``q / f``) is one forward moment pass (``bayes_snn.inference.moments``):
-  hidden potentials and spikes are marginalised, never sampled. ``jax.vmap(jax.grad(log Z))``
-  gives each example's derivatives with respect to the cavity moments, exactly (autodiff of a
-  deterministic moment map, not stochastic gradient descent).
+  hidden potentials and spikes are marginalised, never sampled. Each example's derivatives
+  with respect to the cavity moments are exact (autodiff of a deterministic moment map, not
+  stochastic gradient descent), with the chain rule through central-limit Dense layers done
+  by hand from one batched backward pass (``moments_grad``).
 * Gaussian sites: the PBP/ADF rule ``m_n = m + v g``, ``v_n = v - v^2 (g^2 - 2h)``;
   categorical sites: ``f_n(a_k) = Z_n(a_k) / Z_n`` from ``d log Z / d q(a_k)`` (exact for
   enumerated layers; first order otherwise, from the derivatives with respect to each
@@ -73,6 +74,7 @@ from ..priors import DiscreteGrid, is_discrete
 from . import moments as mp
 from . import sep_laplace
 from . import sep_sites as ss
+from .moments_grad import evidence_derivatives
 from .result import PREDICTORS
 
 
@@ -302,10 +304,8 @@ class SEP:
         batch = self._shard(batch)
         damping = self.current_damping(state.updates)
         cav, inputs, moment_form = self.pass_inputs(state)
-        model = self._model
-        per_example = jax.value_and_grad(lambda mom, x, y: mp.log_evidence(model, mom, x, y, self.enumerate_limit))
-        logz, grads = jax.vmap(per_example, in_axes=(None, batch_axis(batch.x), 0))(inputs, batch.x, batch.y)
-        logz, grads = _materialised((logz, grads), state.updates)
+        logz, grads = evidence_derivatives(self._model, inputs, batch.x, batch.y, self.enumerate_limit,
+                                           batch_axis(batch.x))
         mask = batch.mask & jnp.isfinite(logz)
         n = state.seen
         full = self.likelihood_weight * self._n
@@ -361,17 +361,6 @@ class SEP:
         spec_x = PartitionSpec(None, axis) if jnp.ndim(batch.x) == 3 else PartitionSpec(axis)
         put = lambda v, spec: jax.lax.with_sharding_constraint(v, NamedSharding(self.mesh, spec))
         return Batch(put(batch.x, spec_x), put(batch.y, PartitionSpec(axis)), put(batch.mask, PartitionSpec(axis)))
-
-
-def _materialised(tree, token: jax.Array):
-    """``tree`` unchanged, but computed into memory before any of its consumers runs.
-
-    XLA on CPU fuses the per-example outer products that make up the derivatives into every
-    consumer of the site updates and recomputes them there (SEP steps 2-2.5x slower on
-    digits). An optimisation barrier is removed before fusion on CPU; a conditional on a
-    runtime predicate (``token >= 0`` always holds for the update counter) is a fusion boundary.
-    """
-    return jax.lax.cond(token >= 0, lambda t: t, lambda t: jax.tree.map(jnp.zeros_like, t), tree)
 
 
 # ---- the moment-propagation predictive ----------------------------------------------------

@@ -177,11 +177,10 @@ def _count(x: jax.Array) -> jax.Array:
 def _batch_sum(*per_example):
     """Sums over the example axis (0) of ``[B, ...]`` arrays (booleans count as 0/1), as float32.
 
-    One stacked reduction instead of one per array (and float rather than integer sums,
-    which XLA on CPU reduces faster).
+    Float rather than integer sums, which XLA on CPU reduces faster. One reduction per array:
+    stacking them first stores every per-example array (ternary digits steps 2x slower).
     """
-    stacked = jnp.stack([x.astype(jnp.float32) for x in per_example])
-    return tuple(jnp.sum(stacked, axis=1))
+    return tuple(jnp.sum(x.astype(jnp.float32), axis=0) for x in per_example)
 
 
 def update_cat(site: CatSite, log_p0, n, n_new, probs, dz, mask, damping: float, min_prob: float):
