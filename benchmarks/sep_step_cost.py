@@ -6,7 +6,8 @@ with warm caches (median of ``--repeats`` blocks of ``--calls`` calls each, mill
 per call):
 
 * ``moments``: the moment pass alone (``log Z`` of every example of the batch);
-* ``moments+grad``: the same with each example's derivatives (``vmap(value_and_grad)``);
+* ``moments+grad``: the same with each example's derivatives (``moments_grad.evidence_derivatives``,
+  what the SEP step uses);
 * ``sep step``: the whole jitted SEP update (derivatives, site algebra, safety rules);
 * ``surrogate step``: the whole jitted surrogate-gradient training step (BPTT + Adam).
 
@@ -49,6 +50,7 @@ def run(dataset: str, weights: str, neuron: str, calls: int, repeats: int, batch
     from bayes_snn import inference, presets
     from bayes_snn.datasets.batching import Batch
     from bayes_snn.inference import moments
+    from bayes_snn.inference.moments_grad import evidence_derivatives
 
     train, _ = presets.load_dataset(dataset)
     model = presets.classifier(train.x.shape[1], train.num_classes, neuron=neuron, weights=weights)
@@ -60,7 +62,7 @@ def run(dataset: str, weights: str, neuron: str, calls: int, repeats: int, batch
     _, inputs, _ = sep.pass_inputs(sep_state)  # what the SEP step differentiates
     log_z = lambda mom, xi, yi: moments.log_evidence(model, mom, xi, yi)
     forward = jax.jit(jax.vmap(log_z, in_axes=(None, 0, 0)))
-    with_grad = jax.jit(jax.vmap(jax.value_and_grad(log_z), in_axes=(None, 0, 0)))
+    with_grad = jax.jit(lambda mom, xb, yb: evidence_derivatives(model, mom, xb, yb))
     surrogate = inference.SurrogateGradient(batch_size=batch_size)
     sur_state = surrogate.init(key, model, x, y)
     row = {
