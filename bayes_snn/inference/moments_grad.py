@@ -60,7 +60,7 @@ def evidence_derivatives(model, mom: dict, x: jax.Array, y: jax.Array, enumerate
                  for (name, site), a in zip(tapped.items(), shapes.values())}
     grad = jax.value_and_grad(one, argnums=(0, 1), has_aux=True)
     (logz, inputs), (g_taps, grads) = jax.vmap(grad, in_axes=(0, None, axis, 0))(zero_taps, rest, x, y)
-    (inputs, g_taps, grads) = _materialised((inputs, g_taps, grads), jnp.any(jnp.isfinite(logz)))
+    inputs, g_taps, grads = _materialised((inputs, g_taps, grads), jnp.any(jnp.isfinite(logz)))
     deterministic = mp.deterministic_input(net)
     for name, site in tapped.items():
         layer = net.layers[net.names.index(name)]
