@@ -35,11 +35,10 @@ def _moments(net, in_features, key):
     for i, (site, value) in enumerate(sorted(net.init_params(key, in_features).items())):
         var = 0.05 + 0.1 * jax.random.uniform(jax.random.fold_in(key, i), value.shape)
         out[site] = (value, var)
-    name = net.names[net.names.index("dense_0")]
-    prior = net.layers[net.names.index(name)].prior
+    prior = net.layers[net.names.index("dense_0")].prior
     if hasattr(prior, "values"):  # probabilities over the support
-        logits = jax.random.normal(jax.random.fold_in(key, 99), out[f"{name}.weight"][0].shape + (len(prior.values),))
-        out[f"{name}.weight"] = jax.nn.softmax(logits)
+        logits = jax.random.normal(jax.random.fold_in(key, 99), out["dense_0.weight"][0].shape + (len(prior.values),))
+        out["dense_0.weight"] = jax.nn.softmax(logits)
     return out
 
 

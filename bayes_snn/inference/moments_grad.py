@@ -42,7 +42,8 @@ def evidence_derivatives(model, mom: dict, x: jax.Array, y: jax.Array, enumerate
     ``mom`` as in ``moments.output_logits``; ``x`` holds the examples along ``axis`` (1 for
     time-major ``[T, B, F]`` input). The derivatives have ``mom``'s structure with a leading
     example axis: ``(d/dmean, d/dvar)`` ``[B, ...]`` for ``(mean, var)`` entries and
-    ``[B, ..., K]`` for probabilities. Equal to ``vmap(value_and_grad(log_evidence))``.
+    ``[B, ..., K]`` for probabilities. Equal to ``vmap(value_and_grad(log_evidence))``,
+    except that every derivative is zero when no ``log Z`` of the batch is finite.
     """
     net = model.net
     one_x = jax.eval_shape(lambda v: jnp.take(v, 0, axis=axis), x)
