@@ -362,6 +362,32 @@ def test_enumerated_sites_follow_the_layer_rules():
     assert sites(encoders.Direct(1), priors.Normal(0.0, 1.0)) == set()
 
 
+def test_enumerated_lif_layer_gives_the_exact_readout_moments(data):
+    """Deterministic components through a 12-step LIF, a fixed readout: mean and covariance are exact.
+
+    Every joint value of the 6 binary weights is simulated and weighted by its probability.
+    The hidden units' components fire at different phases, so this checks that the static
+    loading reproduces the variance of the time-weighted readout, not only per-step variances.
+    """
+    prior = priors.Binary()
+    net = Sequential(encoders.Direct(12), Dense(2, prior=prior, bias=False), LIF(beta=0.9, threshold=1.0),
+                     Dense(3, bias=False), readouts.MeanMembrane(beta=0.8, scale=2.0))
+    probs = jax.random.dirichlet(jax.random.PRNGKey(0), jnp.ones(2), (3, 2))  # q(w) [F, H, K]
+    readout = jax.random.normal(jax.random.PRNGKey(1), (2, 3))
+    mom = {"dense_0.weight": probs, "dense_1.weight": (readout, jnp.zeros_like(readout))}
+    x = jnp.asarray(data.x[:10, :3]) * 2.0
+    configs = np.stack(np.unravel_index(np.arange(2**6), (2,) * 6), -1).reshape(-1, 3, 2)  # [64, F, H] indices
+    outs = jnp.stack([net.apply({"dense_0.weight": prior.values[c], "dense_1.weight": readout}, x) for c in configs])
+    weight = jnp.prod(jnp.take_along_axis(probs[None], configs[..., None], -1)[..., 0], axis=(1, 2))  # [64]
+    exact_mean = jnp.einsum("c,cbk->bk", weight, outs)
+    dev = outs - exact_mean
+    exact_cov = jnp.einsum("c,cbk,cbj->bkj", weight, dev, dev)
+    mean, cov = jax.vmap(lambda xi: moments.output_moments(net, mom, xi))(x)
+    assert float(jnp.max(jnp.abs(exact_cov))) > 0.1  # the readout does vary with the hidden weights
+    np.testing.assert_allclose(mean, exact_mean, atol=1e-4)
+    np.testing.assert_allclose(cov, exact_cov, atol=1e-4)
+
+
 @pytest.mark.parametrize("prior", [priors.Binary(0.5), priors.Ternary(1.0, 0.3), priors.IntegerGrid(2, 0.25)])
 def test_moment_form_categorical_update_equals_the_probability_form(data, prior):
     """Differentiating log Z w.r.t. each weight's (mean, var) gives the same site update as

@@ -312,14 +312,25 @@ def deterministic_input(net: Sequential) -> str | None:
     return None
 
 
-def enumerated(a: Act, probs, values, b: tuple | None, gain: float, cell, steps: int) -> Act:
+def _static_weights(net: Sequential, steps: int) -> jax.Array:
+    """``c [T]``: the readout's weighting of time (``MeanMembrane``), else uniform (spike counts)."""
+    readout = net.layers[-1]
+    if isinstance(readout, rd.MeanMembrane):
+        return readout.time_weights(steps)
+    return jnp.ones(steps, jnp.float32)
+
+
+def enumerated(a: Act, probs, values, b: tuple | None, gain: float, cell, steps: int, c: jax.Array) -> Act:
     """Dense + neuron with discrete weights and deterministic inputs, summed over exactly.
 
     Unit ``j``'s current is a mixture over the ``K^F`` joint values of its ``F`` incoming
     weights (probabilities ``prod_i q(w_ij)``), each component Gaussian only through the
     bias: the central-limit step is not used. The neuron runs on every component and the
-    spike moments are mixed; the static deviation of the mixture is the standard deviation
-    of the per-component firing probability (plus each component's own). Used when
+    spike moments are mixed. With one step the static deviation is the standard deviation of
+    the per-component firing probability (plus each component's own); over time it is fitted
+    so that per-step variances and the variance of the readout-weighted spike sum
+    ``sum_t c[t] a[t]`` are exact (``c`` from ``_static_weights``), which makes a following
+    ``MeanMembrane`` readout's mean and covariance exact for deterministic components. Used when
     ``K^F <= enumerate_limit`` (e.g. binary or ternary weights on Yin-Yang's 4 inputs),
     where the central limit is poor and ``log Z`` is exactly linear in each ``q(w_ij)``, so
     that SEP's categorical update is exact for these weights. It costs ``K^F`` times the
@@ -338,8 +349,26 @@ def enumerated(a: Act, probs, values, b: tuple | None, gain: float, cell, steps:
     out = neuron(cell, Act(flat(mean), flat(_sqrt(b_var)), flat(b_var + 0.0 * mean)), steps)
     p_c, kappa_c = (v.reshape(steps, -1, hidden) for v in (out.mean, out.static))
     p = jnp.einsum("ch,tch->th", pi, p_c)
-    second = jnp.einsum("ch,tch->th", pi, p_c**2 + kappa_c**2)
-    return Act(p, _sqrt(second - p**2), p * (1.0 - p))
+    var = p * (1.0 - p)
+    if steps == 1:
+        second = jnp.einsum("ch,tch->th", pi, p_c**2 + kappa_c**2)
+        return Act(p, _sqrt(second - p**2), var)
+    # Over time the mixture's covariance is not the rank-one "static + independent" model
+    # (components fire at different phases). Of that model's loadings, take the regression
+    # of a[t] on the readout-weighted sum r = sum_t c[t] a[t], u[t] = Cov(a[t], r_s) / sd(r_s)
+    # (r_s: r's static part), scaled by s in [0, 1] so that per-step variances and Var(r)
+    # are both exact; s = 0 if even independent steps overstate Var(r).
+    dev = p_c - p[:, None]
+    r_c = jnp.einsum("t,tch->ch", c, dev)
+    rk_c = jnp.einsum("t,tch->ch", c, kappa_c)
+    cov_r = jnp.einsum("ch,tch->th", pi * r_c, dev) + jnp.einsum("ch,tch->th", pi * rk_c, kappa_c)
+    var_static = jnp.sum(pi * (r_c**2 + rk_c**2), axis=0)  # [H]
+    u = cov_r / _sqrt(var_static)
+    var_dyn = jnp.einsum("t,ch,tch->h", c**2, pi, p_c * (1.0 - p_c) - kappa_c**2)  # components' own noise
+    excess = (c**2) @ (var - u**2) - var_dyn  # >= 0: what independent residuals add to Var(r)
+    headroom = var_static - (c**2) @ u**2  # what the loadings u can remove of it
+    scale2 = 1.0 - jnp.clip(excess / jnp.maximum(headroom, TINY), 0.0, 1.0)
+    return Act(p, _sqrt(scale2) * u, var)
 
 
 def output_moments(net: Sequential, mom: dict, x: jax.Array, enumerate_limit: int = ENUMERATE_LIMIT):
@@ -386,7 +415,7 @@ def tapped_logits(net: Sequential, mom: dict, x: jax.Array, enumerate_limit: int
             gain = layer.gain_for(a.mean.shape[-1])
             nxt = layers[i + 1][1] if i + 1 < len(layers) else None
             if f"{name}.weight" in exact:
-                a, skip = enumerated(a, entry, layer.prior.values, b, gain, nxt, steps), True
+                a, skip = enumerated(a, entry, layer.prior.values, b, gain, nxt, steps, _static_weights(net, steps)), True
             elif isinstance(nxt, rd.MeanMembrane):
                 return _readout_membrane(a, nxt, mean_var(entry, layer.prior), b, gain, steps), inputs
             else:
