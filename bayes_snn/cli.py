@@ -52,6 +52,8 @@ DEFAULT_METHOD = "sep"
 # The backend setting that --likelihood-weight sets, and how: SEP takes the power itself,
 # VI its inverse as the KL weight (both fit p0(W) p(D | W)^likelihood_weight).
 TEMPERING = {"sep": ("likelihood_weight", lambda lam: lam), "svi": ("kl_weight", lambda lam: 1.0 / lam)}
+# Backend settings the CLI passes through as they are: flag destination -> methods that have it.
+METHOD_SETTINGS = {"damping": ("sep",), "anneal": ("sep",)}
 DEVICES = ("ideal",)
 
 
@@ -96,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--likelihood-weight", type=_positive("--likelihood-weight", float), nargs="+", default=None,
                    help="sep/svi: fit the tempered posterior p0(W) p(D|W)^VALUE (svi: kl_weight = 1/VALUE); "
                         "several values: the best held-out NLL on 20%% of the training data (inference.select)")
+    f.add_argument("--damping", type=_positive("--damping", float), default=None,
+                   help="sep: step size of the site update, in (0, 1] (default 0.5)")
+    f.add_argument("--anneal", action="store_true", default=None,
+                   help="sep: decay the damping along a cosine over the run")
     f.add_argument("--device", default="ideal", help=f"one of {', '.join(DEVICES)}")
     f.add_argument("--out", type=Path, default=None, help="write metrics.json and posterior.npz here")
     f.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -124,6 +130,14 @@ def cmd_fit(args) -> dict:
         weights=args.weights, neuron=args.neuron, device=device,
     )
     method = METHODS[args.method](args.epochs, args.batch_size)
+    settings = {name: getattr(args, name) for name in METHOD_SETTINGS if getattr(args, name) is not None}
+    for name in settings:
+        if args.method not in METHOD_SETTINGS[name]:
+            raise ValueError(f"--{name} applies to --method {' or '.join(METHOD_SETTINGS[name])}; got {args.method!r}")
+    try:
+        method = dataclasses.replace(method, **settings)
+    except ValueError as err:
+        raise ValueError(f"--{err}") from None
     tempering = {}
     if args.likelihood_weight:
         if args.method not in TEMPERING:
@@ -145,7 +159,9 @@ def cmd_fit(args) -> dict:
     metrics = {
         "dataset": args.dataset, "method": args.method, "weights": args.weights, "device": args.device,
         "neuron": args.neuron, "hidden": args.hidden, "steps": args.steps, "epochs": method.epochs,
-        "batch_size": method.batch_size, "seed": args.seed, **tempering, **scores, "train_seconds": seconds,
+        "batch_size": method.batch_size, "seed": args.seed,
+        **{name: getattr(method, name) for name in METHOD_SETTINGS if args.method in METHOD_SETTINGS[name]},
+        **tempering, **scores, "train_seconds": seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "history": {k: v.tolist() for k, v in post.history.items()},
     }

@@ -60,6 +60,10 @@ def test_evaluate_reproduces_fit_metrics(fitted, capsys):
         (["fit", "--method", "surrogate", "--likelihood-weight", "3"], "--likelihood-weight applies to --method sep or svi"),
         (["fit", "--likelihood-weight", "0"], "--likelihood-weight must be a positive number"),
         (["fit", "--likelihood-weight", "nan"], "--likelihood-weight must be a positive number"),
+        (["fit", "--method", "surrogate", "--damping", "0.3"], "--damping applies to --method sep"),
+        (["fit", "--method", "svi", "--anneal"], "--anneal applies to --method sep"),
+        (["fit", "--damping", "1.5"], "--damping must be a number in (0.0, 1.0]; got 1.5"),
+        (["fit", "--damping", "-1"], "--damping must be a positive number"),
         (["frobnicate"], "invalid choice"),
     ],
 )
@@ -113,6 +117,17 @@ def test_likelihood_weight_is_chosen_on_held_out_data_and_recorded(method, param
     chosen = metrics["likelihood_weight"]
     assert getattr(fits[-1], param) == pytest.approx(chosen if method == "sep" else 1.0 / chosen)
     assert f"likelihood_weight {chosen:g}" in out
+
+
+def test_sep_damping_and_anneal_reach_the_backend_and_are_recorded(tmp_path, capsys, monkeypatch):
+    fits = []
+    real_fit = cli.fit
+    monkeypatch.setattr(cli, "fit", lambda model, data, m, **kw: fits.append(m) or real_fit(model, data, m, **kw))
+    code, _, err = run(["fit", *SMALL, "--damping", "1", "--anneal", "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    assert (fits[-1].damping, fits[-1].anneal) == (1.0, True)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert (metrics["damping"], metrics["anneal"]) == (1.0, True)
 
 
 def test_console_script_is_installed():
