@@ -365,8 +365,10 @@ def enumerated(a: Act, probs, values, b: tuple | None, gain: float, cell, steps:
     var_static = jnp.sum(pi * (r_c**2 + rk_c**2), axis=0)  # [H]
     u = cov_r / _sqrt(var_static)
     var_dyn = jnp.einsum("t,ch,tch->h", c**2, pi, p_c * (1.0 - p_c) - kappa_c**2)  # components' own noise
-    excess = (c**2) @ (var - u**2) - var_dyn  # >= 0: what independent residuals add to Var(r)
-    headroom = var_static - (c**2) @ u**2  # what the loadings u can remove of it
+    # With loadings s u, Var(r) is exact when (1 - s^2) headroom = excess; excess < 0 (even
+    # full loadings give too little) keeps s = 1, excess > headroom gives s = 0.
+    excess = (c**2) @ (var - u**2) - var_dyn  # what independent residuals add beyond the exact Var(r)
+    headroom = var_static - (c**2) @ u**2  # what shrinking the loadings u to 0 removes
     scale2 = 1.0 - jnp.clip(excess / jnp.maximum(headroom, TINY), 0.0, 1.0)
     return Act(p, _sqrt(scale2) * u, var)
 
