@@ -118,6 +118,12 @@ def _make_device(name: str):
     return Ideal()
 
 
+def _require_method(flag: str, methods, method: str) -> None:
+    """Raise ``ValueError`` unless ``flag`` applies to ``method`` (one of ``methods``)."""
+    if method not in methods:
+        raise ValueError(f"{flag} applies to --method {' or '.join(methods)}; got {method!r}")
+
+
 def cmd_fit(args) -> dict:
     import jax
 
@@ -132,16 +138,14 @@ def cmd_fit(args) -> dict:
     method = METHODS[args.method](args.epochs, args.batch_size)
     settings = {name: getattr(args, name) for name in METHOD_SETTINGS if getattr(args, name) is not None}
     for name in settings:
-        if args.method not in METHOD_SETTINGS[name]:
-            raise ValueError(f"--{name} applies to --method {' or '.join(METHOD_SETTINGS[name])}; got {args.method!r}")
+        _require_method(f"--{name}", METHOD_SETTINGS[name], args.method)
     try:
         method = dataclasses.replace(method, **settings)
     except ValueError as err:
         raise ValueError(f"--{err}") from None
     tempering = {}
     if args.likelihood_weight:
-        if args.method not in TEMPERING:
-            raise ValueError(f"--likelihood-weight applies to --method {' or '.join(TEMPERING)}; got {args.method!r}")
+        _require_method("--likelihood-weight", TEMPERING, args.method)
         param, convert = TEMPERING[args.method]
         candidates = list(dict.fromkeys(args.likelihood_weight))
         values = [convert(c) for c in candidates]
