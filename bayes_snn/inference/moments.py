@@ -58,7 +58,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
-from jax.scipy.special import erfc
 
 from .. import encoders as enc
 from .. import neurons as nrn
@@ -66,17 +65,13 @@ from .. import readouts as rd
 from ..devices import Ideal
 from ..network import Dense, Sequential
 from ..priors import DiscreteGrid
+from . import adf
+from .adf import TINY
+from .adf import safe_sqrt as _sqrt
 
-# Variances below this are treated as zero; keeps sqrt and its derivative finite.
-TINY = 1e-10
-# sigmoid(x) ~ Phi(sqrt(pi/8) x): escape noise of scale s acts like Gaussian noise of
-# variance s^2 * 8/pi on the membrane.
-PROBIT_VAR = 8.0 / jnp.pi
 # Discrete first layers with at most this many joint weight values per unit are summed
 # over exactly instead of using the central limit (see ``enumerated``).
 ENUMERATE_LIMIT = 256
-SQRT_HALF = 0.7071067811865476
-INV_SQRT_2PI = 0.3989422804014327
 
 
 class Act(NamedTuple):
@@ -89,10 +84,6 @@ class Act(NamedTuple):
     mean: jax.Array
     static: jax.Array
     var: jax.Array
-
-
-def _sqrt(x):
-    return jnp.sqrt(jnp.maximum(x, TINY))
 
 
 def _dyn(a: Act):
@@ -175,60 +166,9 @@ def dense(a: Act, w: tuple, b: tuple | None, gain: float, tap: tuple | None = No
     return Act(mean, _sqrt(static_var), static_var + dyn_var)
 
 
-def _threshold(mu, var, theta, noise_var):
-    """Spike statistics of ``S = 1[V + eta > theta]``, ``V ~ N(mu, var)``, ``eta ~ N(0, noise_var)``.
-
-    Returns ``p``, ``p(1-p)``, ``phi(a)/tau`` (density of ``V + eta`` at ``theta``), ``tau``, ``a``.
-    Safe tails: the smaller of ``p`` and ``1 - p`` is ``erfc`` of ``|a|``, so it keeps full
-    relative precision far out in the tail (``p (1 - p)`` never cancels to a spurious 0);
-    one ``erfc`` costs less than half of ``log_ndtr`` here and no quantity needs ``log p``.
-    """
-    tau = _sqrt(var + noise_var)
-    a = (mu - theta) / tau
-    tail = 0.5 * erfc(jnp.abs(a) * SQRT_HALF)  # the smaller of p and 1 - p, to full precision
-    p = jnp.where(a > 0, 1.0 - tail, tail)
-    q = jnp.where(a > 0, tail, 1.0 - tail)
-    dens = jnp.exp(-0.5 * a**2) * INV_SQRT_2PI / tau
-    return p, p * q, dens, tau, a
-
-
 def neuron(cell, cur: Act, steps: int) -> Act:
-    """Assumed-density filtering of a LIF-type neuron over ``steps``; returns spike moments."""
-    beta, theta = jnp.asarray(cell.beta, jnp.float32), jnp.asarray(cell.threshold, jnp.float32)
-    noise_var = PROBIT_VAR * cell.noise**2 if isinstance(cell, nrn.StochasticLIF) else 0.0
-    shape = (steps, cur.mean.shape[-1])
-    inputs = (jnp.broadcast_to(cur.mean, shape), jnp.broadcast_to(cur.static, shape), jnp.broadcast_to(_dyn(cur), shape))
-
-    def body(carry, inp):
-        mu_p, var_p, c_p = carry
-        mu_i, k_i, dyn_i = inp
-        mu = mu_p + mu_i
-        c = c_p + k_i  # Cov(V, z): z has unit variance
-        var = jnp.maximum(var_p + k_i**2 + 2.0 * k_i * c_p + dyn_i, c**2)
-        p, pq, dens, tau, a = _threshold(mu, var, theta, noise_var)
-        kappa = c * dens  # Cov(S, z) by Stein's lemma
-        if cell.reset == "subtract":
-            mu_n = beta * mu - theta * p
-            var_n = beta**2 * var + theta**2 * pq - 2.0 * beta * theta * var * dens
-            c_n = beta * c - theta * kappa
-        elif cell.reset == "zero":
-            k = var / tau**2  # regression of V on V + eta
-            e_sv = p * mu + var * dens
-            e_sv2 = mu**2 * p + 2.0 * mu * k * tau**2 * dens + k**2 * tau**2 * (p - a * tau * dens) + (var - k**2 * tau**2) * p
-            mu_n = beta * (mu - e_sv)
-            var_n = beta**2 * (var + mu**2 - e_sv2) - mu_n**2
-            cov_sv_z = c * (p + dens * (mu + k * (theta - mu)))
-            c_n = beta * (c - cov_sv_z)
-        else:
-            mu_n, var_n, c_n = beta * mu, beta**2 * var, beta * c
-        return (mu_n, jnp.maximum(var_n, 0.0), c_n), (p, kappa, pq)
-
-    zero = jnp.zeros(shape[-1], jnp.float32)
-    if steps == 1:  # the single-step model: no loop to compile or run
-        _, out = body((zero, zero, zero), tuple(v[0] for v in inputs))
-        return Act(*(v[None] for v in out))
-    _, (p, kappa, pq) = jax.lax.scan(body, (zero, zero, zero), inputs)
-    return Act(p, kappa, pq)
+    """Assumed-density filtering of a LIF-type neuron over ``steps`` (``adf``); returns spike moments."""
+    return Act(*adf.run(cell, (cur.mean, cur.static, _dyn(cur)), steps))
 
 
 def _time_sum(a: Act, c: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -348,10 +288,10 @@ def enumerated(a: Act, probs, values, b: tuple | None, gain: float, cell, steps:
     flat = lambda v: jnp.broadcast_to(v, mean.shape).reshape(mean.shape[0], -1)
     out = neuron(cell, Act(flat(mean), flat(_sqrt(b_var)), flat(b_var + 0.0 * mean)), steps)
     p_c, kappa_c = (v.reshape(steps, -1, hidden) for v in (out.mean, out.static))
-    p = jnp.einsum("ch,tch->th", pi, p_c)
+    p = _mix(pi, p_c)
     var = p * (1.0 - p)
     if steps == 1:
-        second = jnp.einsum("ch,tch->th", pi, p_c**2 + kappa_c**2)
+        second = _mix(pi, p_c**2 + kappa_c**2)
         return Act(p, _sqrt(second - p**2), var)
     # Over time the mixture's covariance is not the rank-one "static + independent" model
     # (components fire at different phases). Of that model's loadings, take the regression
@@ -359,18 +299,24 @@ def enumerated(a: Act, probs, values, b: tuple | None, gain: float, cell, steps:
     # (r_s: r's static part), scaled by s in [0, 1] so that per-step variances and Var(r)
     # are both exact; s = 0 if even independent steps overstate Var(r).
     dev = p_c - p[:, None]
-    r_c = jnp.einsum("t,tch->ch", c, dev)
-    rk_c = jnp.einsum("t,tch->ch", c, kappa_c)
-    cov_r = jnp.einsum("ch,tch->th", pi * r_c, dev) + jnp.einsum("ch,tch->th", pi * rk_c, kappa_c)
+    r_c = jnp.sum(c[:, None, None] * dev, axis=0)
+    rk_c = jnp.sum(c[:, None, None] * kappa_c, axis=0)
+    cov_r = _mix(pi * r_c, dev) + _mix(pi * rk_c, kappa_c)
     var_static = jnp.sum(pi * (r_c**2 + rk_c**2), axis=0)  # [H]
     u = cov_r / _sqrt(var_static)
-    var_dyn = jnp.einsum("t,ch,tch->h", c**2, pi, p_c * (1.0 - p_c) - kappa_c**2)  # components' own noise
+    var_dyn = (c**2) @ _mix(pi, p_c * (1.0 - p_c) - kappa_c**2)  # components' own noise
     # With loadings s u, Var(r) is exact when (1 - s^2) headroom = excess; excess < 0 (even
     # full loadings give too little) keeps s = 1, excess > headroom gives s = 0.
     excess = (c**2) @ (var - u**2) - var_dyn  # what independent residuals add beyond the exact Var(r)
     headroom = var_static - (c**2) @ u**2  # what shrinking the loadings u to 0 removes
     scale2 = 1.0 - jnp.clip(excess / jnp.maximum(headroom, TINY), 0.0, 1.0)
     return Act(p, _sqrt(scale2) * u, var)
+
+
+def _mix(pi: jax.Array, x: jax.Array) -> jax.Array:
+    """``sum_c pi[c, h] x[t, c, h]`` ``[T, H]``; a fused product-sum (as an einsum, XLA on CPU runs
+    one tiny matrix product per unit and its derivative 4x slower)."""
+    return jnp.sum(pi * x, axis=1)
 
 
 def output_moments(net: Sequential, mom: dict, x: jax.Array, enumerate_limit: int = ENUMERATE_LIMIT):
