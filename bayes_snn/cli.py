@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--neuron", default="lif", choices=("lif", "single-step"), help="hidden neuron model")
     f.add_argument("--hidden", type=_positive("--hidden"), default=128, help="hidden units")
     f.add_argument("--steps", type=_positive("--steps"), default=10, help="time steps")
+    f.add_argument("--input-gain", type=_positive("--input-gain", float), default=None,
+                   help="gain of the first layer and sd of its bias prior (default: presets.classifier's, "
+                        "16/sqrt(inputs) for discrete weights with LIF neurons, else 1/sqrt(inputs))")
     f.add_argument("--epochs", type=_positive("--epochs"), default=None, help="epochs (method default if omitted)")
     f.add_argument("--batch-size", type=_positive("--batch-size"), default=None, help="minibatch size")
     f.add_argument("--seed", type=int, default=0, help="random seed")
@@ -133,7 +136,7 @@ def cmd_fit(args) -> dict:
     train, test = presets.load_dataset(args.dataset)
     model = presets.classifier(
         train.x.shape[-1], max(train.num_classes, 2), hidden=args.hidden, steps=args.steps,
-        weights=args.weights, neuron=args.neuron, device=device,
+        weights=args.weights, neuron=args.neuron, input_gain=args.input_gain, device=device,
     )
     method = METHODS[args.method](args.epochs, args.batch_size)
     settings = {name: getattr(args, name) for name in METHOD_SETTINGS if getattr(args, name) is not None}
@@ -162,7 +165,8 @@ def cmd_fit(args) -> dict:
     scores = post.evaluate(test, jax.random.PRNGKey(args.seed + 1))
     metrics = {
         "dataset": args.dataset, "method": args.method, "weights": args.weights, "device": args.device,
-        "neuron": args.neuron, "hidden": args.hidden, "steps": args.steps, "epochs": method.epochs,
+        "neuron": args.neuron, "hidden": args.hidden, "steps": args.steps,
+        "input_gain": model.net.layers[model.net.names.index("dense_0")].gain_for(train.x.shape[-1]), "epochs": method.epochs,
         "batch_size": method.batch_size, "seed": args.seed,
         **{name: getattr(method, name) for name in METHOD_SETTINGS if args.method in METHOD_SETTINGS[name]},
         **tempering, **scores, "train_seconds": seconds,

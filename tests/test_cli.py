@@ -64,6 +64,7 @@ def test_evaluate_reproduces_fit_metrics(fitted, capsys):
         (["fit", "--method", "svi", "--anneal"], "--anneal applies to --method sep"),
         (["fit", "--damping", "1.5"], "--damping must be a number in (0.0, 1.0]; got 1.5"),
         (["fit", "--damping", "-1"], "--damping must be a positive number"),
+        (["fit", "--input-gain", "0"], "--input-gain must be a positive number"),
         (["frobnicate"], "invalid choice"),
     ],
 )
@@ -128,6 +129,18 @@ def test_sep_damping_and_anneal_reach_the_backend_and_are_recorded(tmp_path, cap
     assert (fits[-1].damping, fits[-1].anneal) == (1.0, True)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert (metrics["damping"], metrics["anneal"]) == (1.0, True)
+
+
+def test_input_gain_reaches_the_model_and_is_recorded(tmp_path, capsys, monkeypatch):
+    models = []
+    real_fit = cli.fit
+    monkeypatch.setattr(cli, "fit", lambda model, data, m, **kw: models.append(model) or real_fit(model, data, m, **kw))
+    for argv, gain in [([], 0.5), (["--weights", "binary"], 8.0), (["--input-gain", "3"], 3.0)]:
+        code, _, err = run(["fit", *SMALL, *argv, "--out", str(tmp_path)], capsys)
+        assert code == 0, err
+        first = models[-1].net.layers[1]
+        assert first.gain_for(4) == gain  # Yin-Yang: 4 inputs
+        assert json.loads((tmp_path / "metrics.json").read_text())["input_gain"] == gain
 
 
 def test_console_script_is_installed():
