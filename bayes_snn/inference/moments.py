@@ -314,8 +314,8 @@ def enumerated(a: Act, probs, values, b: tuple | None, gain: float, cell, steps:
 
 
 def _mix(pi: jax.Array, x: jax.Array) -> jax.Array:
-    """``sum_c pi[c, h] x[t, c, h]`` ``[T, H]``; a fused product-sum (as an einsum, XLA on CPU runs
-    one tiny matrix product per unit and its derivative 4x slower)."""
+    """``sum_c pi[c, h] x[t, c, h]`` ``[T, H]`` as a fused product-sum (as an einsum, XLA on CPU
+    runs one tiny matrix product per unit: the enumerated layer's forward pass took 30 % longer)."""
     return jnp.sum(pi * x, axis=1)
 
 
