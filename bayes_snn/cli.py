@@ -163,10 +163,10 @@ def cmd_fit(args) -> dict:
     post = fit(model, train, method, rng_key=jax.random.PRNGKey(args.seed), progress_bar=not args.no_progress)
     seconds = time.perf_counter() - t0
     scores = post.evaluate(test, jax.random.PRNGKey(args.seed + 1))
+    input_gain = model.net.layers[model.net.names.index("dense_0")].gain_for(train.x.shape[-1])  # the default resolved
     metrics = {
         "dataset": args.dataset, "method": args.method, "weights": args.weights, "device": args.device,
-        "neuron": args.neuron, "hidden": args.hidden, "steps": args.steps,
-        "input_gain": model.net.layers[model.net.names.index("dense_0")].gain_for(train.x.shape[-1]), "epochs": method.epochs,
+        "neuron": args.neuron, "hidden": args.hidden, "steps": args.steps, "input_gain": input_gain, "epochs": method.epochs,
         "batch_size": method.batch_size, "seed": args.seed,
         **{name: getattr(method, name) for name in METHOD_SETTINGS if args.method in METHOD_SETTINGS[name]},
         **tempering, **scores, "train_seconds": seconds,
