@@ -166,8 +166,8 @@ def cmd_fit(args) -> dict:
     input_gain = model.net.layers[model.net.names.index("dense_0")].gain_for(train.x.shape[-1])  # the default resolved
     metrics = {
         "dataset": args.dataset, "method": args.method, "weights": args.weights, "device": args.device,
-        "neuron": args.neuron, "hidden": args.hidden, "steps": args.steps, "input_gain": input_gain, "epochs": method.epochs,
-        "batch_size": method.batch_size, "seed": args.seed,
+        "neuron": args.neuron, "hidden": args.hidden, "steps": args.steps, "input_gain": input_gain,
+        "epochs": method.epochs, "batch_size": method.batch_size, "seed": args.seed,
         **{name: getattr(method, name) for name in METHOD_SETTINGS if args.method in METHOD_SETTINGS[name]},
         **tempering, **scores, "train_seconds": seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,

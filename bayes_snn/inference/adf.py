@@ -54,13 +54,18 @@ def threshold(mu, var, theta, noise_var):
     relative precision far out in the tail (``p (1 - p)`` never cancels to a spurious 0);
     one ``erfc`` costs less than half of ``log_ndtr`` here and no quantity needs ``log p``.
     """
-    tau = safe_sqrt(var + noise_var)
-    a = (mu - theta) / tau
+    tau, a, dens = _standardised(mu, var, theta, noise_var)
     tail = 0.5 * erfc(jnp.abs(a) * SQRT_HALF)  # the smaller of p and 1 - p, to full precision
     p = jnp.where(a > 0, 1.0 - tail, tail)
     q = jnp.where(a > 0, tail, 1.0 - tail)
-    dens = jnp.exp(-0.5 * a**2) * INV_SQRT_2PI / tau
     return p, p * q, dens, tau, a
+
+
+def _standardised(mu, var, theta, noise_var):
+    """``tau = sd(V + eta)``, ``a = (mu - theta) / tau`` and the density ``phi(a) / tau``."""
+    tau = safe_sqrt(var + noise_var)
+    a = (mu - theta) / tau
+    return tau, a, jnp.exp(-0.5 * a**2) * INV_SQRT_2PI / tau
 
 
 def constants(cell):
@@ -83,10 +88,16 @@ def run(cell, inputs: tuple, steps: int) -> tuple:
     if steps > 1 and cell.reset == "subtract":
         return _subtract_filter(*constants(cell), steps)(*inputs)
     body = step(cell)
-    zero = jnp.zeros(inputs[0].shape[-1], jnp.float32)
     if steps == 1:  # the single-step model: no loop to compile or run
+        zero = jnp.zeros(inputs[0].shape[-1], jnp.float32)
         return tuple(v[None] for v in body((zero, zero, zero), tuple(v[0] for v in inputs))[1])
+    return _scan(body, inputs, steps)
+
+
+def _scan(body, inputs: tuple, steps: int):
+    """Outputs of ``body(membrane, current) -> (membrane, out)`` over ``steps`` from a resting membrane."""
     const, xs = _split(inputs)
+    zero = jnp.zeros(inputs[0].shape[-1], jnp.float32)
     return jax.lax.scan(lambda carry, x: body(carry, const or x), (zero, zero, zero), xs, length=steps)[1]
 
 
@@ -119,12 +130,15 @@ def _generic(reset, beta, theta, noise_var, carry, current):
         cov_sv_z = c * (p + dens * (mu + k * (theta - mu)))
         c_n = beta * (c - cov_sv_z)
     elif reset == "subtract":
-        mu_n = beta * mu - theta * p
-        var_n = beta**2 * var + theta**2 * pq - 2.0 * beta * theta * var * dens
-        c_n = beta * c - theta * kappa
+        mu_n, var_n, c_n = beta * mu - theta * p, _subtract_var(beta, theta, var, pq, dens), beta * c - theta * kappa
     else:
         mu_n, var_n, c_n = beta * mu, beta**2 * var, beta * c
     return (mu_n, jnp.maximum(var_n, 0.0), c_n), (p, kappa, pq)
+
+
+def _subtract_var(beta, theta, var, pq, dens):
+    """Membrane variance after a subtract reset (before its floor at 0)."""
+    return beta**2 * var + theta**2 * pq - 2.0 * beta * theta * var * dens
 
 
 def _max_weight(x, y):
@@ -141,14 +155,11 @@ def _subtract_filter(beta, theta, noise_var, steps: int):
     """
 
     def run(mean, static, dyn):
-        const, xs = _split((mean, static, dyn))
-        zero = jnp.zeros(mean.shape[-1], jnp.float32)
-
-        def body(carry, x):
-            new, out = _generic("subtract", beta, theta, noise_var, carry, const or x)
+        def body(carry, current):
+            new, out = _generic("subtract", beta, theta, noise_var, carry, current)
             return new, (out, carry)
 
-        return jax.lax.scan(body, (zero, zero, zero), xs, length=steps)[1]
+        return _scan(body, (mean, static, dyn), steps)
 
     @jax.custom_vjp
     def f(mean, static, dyn):
@@ -185,10 +196,8 @@ def _subtract_backward(beta, theta, noise_var, membrane, current, p, pq, g_next,
     (g_mu_n, g_var_n, g_c_n), (g_p, g_kappa, g_pq) = g_next, g_out
     k_i, c_p = current[1], membrane[2]
     mu, c, s, var = _membrane(membrane, current)
-    tau = safe_sqrt(var + noise_var)
-    a = (mu - theta) / tau
-    dens = jnp.exp(-0.5 * a**2) * INV_SQRT_2PI / tau
-    var_n = beta**2 * var + theta**2 * pq - 2.0 * beta * theta * var * dens
+    tau, a, dens = _standardised(mu, var, theta, noise_var)
+    var_n = _subtract_var(beta, theta, var, pq, dens)
     g_vn = g_var_n * _max_weight(var_n, 0.0)
     g_kap = g_kappa - theta * g_c_n
     g_dens = c * g_kap - 2.0 * beta * theta * var * g_vn
