@@ -22,6 +22,8 @@ Usage::
     python benchmarks/sep_vs_surrogate.py --out smoke.json --quick   # Yin-Yang, Gaussian, 1 epoch
     python benchmarks/sep_vs_surrogate.py --out digits20.json --datasets digits --weights gaussian \
         --epochs 20 --damping 1.0 --anneal                          # digits, longer, annealed
+    python benchmarks/sep_vs_surrogate.py --out fast.json --datasets yinyang --weights binary ternary \
+        --enumerate-limit 0                                         # discrete first layer in moment form
     python benchmarks/sep_vs_surrogate.py --out tempered.json --likelihood-weight 1 3 10 30
         # SEP's likelihood_weight chosen per run by inference.select on held-out training data
 
@@ -69,7 +71,9 @@ def _run_one(cfg: dict) -> dict:
     selection = None
     if cfg["method"] == "sep":
         method = inference.SEP(epochs=cfg["epochs"], batch_size=cfg["batch_size"], damping=cfg["damping"],
-                               anneal=cfg["anneal"], likelihood_weight=cfg["likelihood_weight"][0])
+                               anneal=cfg["anneal"], likelihood_weight=cfg["likelihood_weight"][0],
+                               **({} if cfg.get("enumerate_limit") is None else
+                                  dict(enumerate_limit=cfg["enumerate_limit"])))
         if len(cfg["likelihood_weight"]) > 1:  # choose on held-out training data; the test set stays unseen
             t0 = time.perf_counter()
             choice = inference.select(model, train, method, "likelihood_weight", cfg["likelihood_weight"],
@@ -121,7 +125,7 @@ def _configs(args) -> list[dict]:
         dict(dataset=d, weights=w, neuron=n, method=m, epochs=args.epochs, batch_size=args.batch_size,
              hidden=args.hidden, steps=args.steps, readout_scale=args.readout_scale, seed=seed,
              train_size=args.train_size, damping=args.damping, anneal=args.anneal,
-             likelihood_weight=args.likelihood_weight)
+             likelihood_weight=args.likelihood_weight, enumerate_limit=args.enumerate_limit)
         for d, w, n, m, seed in grid
     ]
 
@@ -210,6 +214,9 @@ def main(argv=None) -> int:
     p.add_argument("--likelihood-weight", type=float, nargs="+", default=[1.0],
                    help="SEP's likelihood_weight; several values: chosen per run by inference.select "
                         "(held-out NLL on 20%% of the training data)")
+    p.add_argument("--enumerate-limit", type=int, default=None,
+                   help="SEP's enumerate_limit (default: SEP's own); 0 puts discrete first layers through the "
+                        "central limit (moment form) instead of summing over their weights exactly")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one JSON config, print its row
     args = p.parse_args(argv)
     if args.one:
