@@ -22,7 +22,7 @@ Example
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import jax
@@ -100,12 +100,22 @@ def _kind(layer) -> str:
     return type(layer).__name__.lower()
 
 
+def _check_per_neuron(cell, width: int, position: int) -> None:
+    """A neuron layer's per-neuron parameters (vectors) need one value per unit of the Dense layer before it."""
+    for f in fields(cell):
+        value = getattr(cell, f.name)
+        if not isinstance(value, jax.core.Tracer) and np.ndim(value) == 1 and np.shape(value)[0] != width:
+            raise ValueError(f"{f.name} of layer {position} ({type(cell).__name__}) must be a scalar or have one value "
+                             f"per unit of the Dense layer before it ({width}); got shape {np.shape(value)}")
+
+
 class Sequential:
     """A feed-forward spiking network: optional encoder, layers, readout.
 
     Rules (checked at construction): an encoder may only come first; the readout must
     come last; ``SpikeCount``/``FirstSpikeTime`` must follow a neuron layer and
-    ``MeanMembrane`` a Dense layer.
+    ``MeanMembrane`` a Dense layer; a neuron layer's per-neuron parameters have one value
+    per unit of the Dense layer before it.
     """
 
     def __init__(self, *layers):
@@ -122,6 +132,12 @@ class Sequential:
                 raise ValueError(f"a readout must be the last layer; got {type(layer).__name__} at position {i}")
         if not any(isinstance(layer, Dense) for layer in layers):
             raise ValueError("Sequential needs at least one Dense layer")
+        width = None
+        for i, layer in enumerate(layers):
+            if isinstance(layer, Dense):
+                width = layer.features
+            elif isinstance(layer, NEURONS) and width is not None:
+                _check_per_neuron(layer, width, i)
         last, prev = layers[-1], layers[-2] if len(layers) > 1 else None
         if isinstance(last, rd.READOUTS):
             wanted = NEURONS if last.needs_spikes else (Dense,)

@@ -219,11 +219,19 @@ def test_invalid_dense(make, arg):
         ((Dense(3), LIF(), readouts.MeanMembrane()), "MeanMembrane must follow a Dense"),
         ((LIF(), readouts.SpikeCount()), "at least one Dense"),
         ((Dense(3), "lif"), "layer 1 must be"),
+        ((Dense(3), LIF(beta=np.full(4, 0.9))), r"beta of layer 1 \(LIF\) .* \(3\); got shape \(4,\)"),
+        ((Dense(4), LIF(), Dense(3), CuBaLIF(alpha=np.full(4, 0.5)), readouts.SpikeCount()),
+         r"alpha of layer 3 \(CuBaLIF\) .* \(3\); got shape \(4,\)"),
     ],
 )
 def test_invalid_sequential(layers, match):
     with pytest.raises(ValueError, match=match):
         Sequential(*layers)
+
+
+def test_per_neuron_parameters_of_the_right_width_are_accepted():
+    net = Sequential(Dense(3), LIF(beta=np.array([0.5, 0.7, 0.9]), threshold=1.0), Dense(2), readouts.MeanMembrane())
+    assert net.apply(net.init_params(KEY, 4), jnp.ones((5, 2, 4))).shape == (2, 2)
 
 
 def test_bad_x_and_params_to_apply():

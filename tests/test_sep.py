@@ -362,15 +362,19 @@ def test_enumerated_sites_follow_the_layer_rules():
     assert sites(encoders.Direct(1), priors.Normal(0.0, 1.0)) == set()
 
 
-def test_enumerated_lif_layer_gives_the_exact_readout_moments(data):
+@pytest.mark.parametrize("cell", [LIF(beta=0.9, threshold=1.0), LIF(beta=np.array([0.9, 0.6]),
+                                                                    threshold=np.array([1.0, 0.7]))],
+                         ids=["shared", "per-neuron"])
+def test_enumerated_lif_layer_gives_the_exact_readout_moments(data, cell):
     """Deterministic components through a 12-step LIF, a fixed readout: mean and covariance are exact.
 
     Every joint value of the 6 binary weights is simulated and weighted by its probability.
     The hidden units' components fire at different phases, so this checks that the static
     loading reproduces the variance of the time-weighted readout, not only per-step variances.
+    Per-neuron ``beta``/``threshold`` apply to every component of their unit.
     """
     prior = priors.Binary()
-    net = Sequential(encoders.Direct(12), Dense(2, prior=prior, bias=False), LIF(beta=0.9, threshold=1.0),
+    net = Sequential(encoders.Direct(12), Dense(2, prior=prior, bias=False), cell,
                      Dense(3, bias=False), readouts.MeanMembrane(beta=0.8, scale=2.0))
     probs = jax.random.dirichlet(jax.random.PRNGKey(0), jnp.ones(2), (3, 2))  # q(w) [F, H, K]
     readout = jax.random.normal(jax.random.PRNGKey(1), (2, 3))

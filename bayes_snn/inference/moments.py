@@ -286,7 +286,8 @@ def enumerated(a: Act, probs, values, b: tuple | None, gain: float, cell, steps:
     hidden = pi.shape[-1]
     mean = jnp.broadcast_to(cur[..., None] + b_mean, cur.shape + (hidden,))  # [T_in, C, H]
     flat = lambda v: jnp.broadcast_to(v, mean.shape).reshape(mean.shape[0], -1)
-    out = neuron(cell, Act(flat(mean), flat(_sqrt(b_var)), flat(b_var + 0.0 * mean)), steps)
+    out = neuron(_per_component(cell, k**fan_in), Act(flat(mean), flat(_sqrt(b_var)), flat(b_var + 0.0 * mean)),
+                 steps)
     p_c, kappa_c = (v.reshape(steps, -1, hidden) for v in (out.mean, out.static))
     p = _mix(pi, p_c)
     var = p * (1.0 - p)
@@ -311,6 +312,13 @@ def enumerated(a: Act, probs, values, b: tuple | None, gain: float, cell, steps:
     headroom = var_static - (c**2) @ u**2  # what shrinking the loadings u to 0 removes
     scale2 = 1.0 - jnp.clip(excess / jnp.maximum(headroom, TINY), 0.0, 1.0)
     return Act(p, _sqrt(scale2) * u, var)
+
+
+def _per_component(cell, copies: int):
+    """``cell`` for the flattened ``[C * H]`` components of ``enumerated`` (component-major):
+    per-neuron ``beta``/``threshold`` (``[H]``) are repeated for every component."""
+    tile = lambda v: None if np.ndim(v) == 0 else np.tile(np.asarray(v), copies)
+    return cell.replace(beta=tile(cell.beta), threshold=tile(cell.threshold))
 
 
 def _mix(pi: jax.Array, x: jax.Array) -> jax.Array:
