@@ -181,6 +181,11 @@ def test_fit_rejects_bad_data(data, match):
         inference.fit(_tiny(), data, inference.SurrogateGradient(epochs=1), rng_key=KEY, progress_bar=False)
 
 
+def test_fit_rejects_a_key_that_is_not_a_prng_key():
+    with pytest.raises(ValueError, match="rng_key must be a JAX PRNG key such as jax.random.PRNGKey\\(0\\); got int 0"):
+        inference.fit(_tiny(), SMALL, inference.SurrogateGradient(epochs=1), rng_key=0, progress_bar=False)
+
+
 @pytest.mark.parametrize(
     "kwargs, arg",
     [

@@ -136,6 +136,21 @@ def test_bad_arguments():
         post.evaluate((X, Y[:3]))
     with pytest.raises(ValueError, match=r"params\['dense_0.weight'\] must have shape"):
         Posterior(CLS, {k: dist.Delta(v.T) for k, v in PARAMS.items()}, "demo", F)
+    with pytest.raises(ValueError, match=rf"x must have {F} features .* got shape \({N}, 2\)"):
+        post.predict(X[:, :2])
+    with pytest.raises(ValueError, match=rf"x must have {F} features"):
+        post.evaluate((X[:, :2], Y))
+    with pytest.raises(ValueError, match=rf"x must have {F} features"):
+        post.to_arviz((X[:, :2], Y), KEY, num_samples=2)
+    for key, shown in [(3, "int 3"), (np.zeros(2, np.float32), "dtype float32 and shape \\(2,\\)"),
+                       (jax.random.split(KEY, 3), "shape \\(3, 2\\)")]:
+        with pytest.raises(ValueError, match=f"rng_key must be a JAX PRNG key .* got .*{shown}"):
+            post.predict(X, key)
+        with pytest.raises(ValueError, match="rng_key must be a JAX PRNG key"):
+            post.sample_weights(key, 2)
+        with pytest.raises(ValueError, match="rng_key must be a JAX PRNG key"):
+            post.to_arviz(None, key, num_samples=2)
+    assert post.predict(X, jax.random.key(1), num_samples=2).shape == (N, C)  # typed keys work too
 
 
 def test_posterior_is_a_pytree():

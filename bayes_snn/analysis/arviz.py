@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._checks import check_key
+
 
 def _dims(site: str, ndim: int) -> list[str]:
     layer, param = site.rsplit(".", 1)
@@ -50,6 +52,7 @@ def to_inference_data(post, data=None, rng_key=None, *, num_samples: int = 200):
     import arviz as az
 
     rng_key = jax.random.PRNGKey(0) if rng_key is None else rng_key
+    check_key("rng_key", rng_key)
     k_w, k_pred, k_obs = jax.random.split(rng_key, 3)
     draws = post.sample_weights(k_w, num_samples)
     posterior = {k: np.asarray(v)[None] for k, v in draws.items()}
@@ -58,6 +61,7 @@ def to_inference_data(post, data=None, rng_key=None, *, num_samples: int = 200):
     if data is not None:
         x, y = data[0], data[1]
         x, y = post.model.check_data(x, y)
+        x = post.check_x(x)
         per_draw = _per_draw_predictions(post, draws, x, k_pred)
         obs = post.model.observation(_as_outputs(post.model, per_draw))
         log_lik = obs.log_prob(jnp.asarray(y))

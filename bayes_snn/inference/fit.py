@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from .._checks import check_key
 from ..datasets.batching import Batch, batch_axis, minibatch_indices
 from .checkpoint import load_checkpoint, save_checkpoint
 from .result import Posterior, _unpack
@@ -80,6 +81,7 @@ def fit(
     """
     method = _default_method() if method is None else method
     _check_method(method)
+    check_key("rng_key", rng_key)
     x, y = model.check_data(*_unpack(data))
     n = x.shape[batch_axis(x)]
     key_init, key_loop = jax.random.split(rng_key)

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 
-from .._checks import check_int
+from .._checks import check_int, check_key
 from ..analysis import metrics
 
 # Extra prediction modes contributed by backends, e.g. SEP's moment propagation:
@@ -95,6 +95,7 @@ class Posterior:
     def sample_weights(self, rng_key: jax.Array, num_samples: int) -> dict[str, jax.Array]:
         """Draw ``num_samples`` weight sets; each site gets a leading axis ``[S, ...]``."""
         check_int("num_samples", num_samples)
+        check_key("rng_key", rng_key)
         keys = jax.random.split(rng_key, len(self.weights))
         # Sorted sites: the draws must not depend on the dict's order (pytree round trips sort it).
         return {k: self.weights[k].sample(key, (num_samples,)) for key, k in zip(keys, sorted(self.weights))}
@@ -108,16 +109,26 @@ class Posterior:
         Weight draws are processed ``chunk_size`` at a time, so memory stays bounded.
         A point estimate of a deterministic network is evaluated once (``S = 1``).
         """
-        x, _ = self.model.check_data(x)
+        x = self.check_x(x)
         check_int("num_samples", num_samples)
         check_int("chunk_size", chunk_size)
         if self.is_point_estimate and not self._random_forward:
             return _predict_point(self.model, self.mean(), x)[None]
-        rng_key = jax.random.PRNGKey(0) if rng_key is None else rng_key
+        if rng_key is None:
+            rng_key = jax.random.PRNGKey(0)
+        check_key("rng_key", rng_key)
         k_w, k_f = jax.random.split(rng_key)
         draws = self.sample_weights(k_w, num_samples)
         keys = jax.random.split(k_f, num_samples)
         return _predict_draws(self.model, self._random_forward, min(chunk_size, num_samples), draws, x, keys)
+
+    def check_x(self, x) -> np.ndarray:
+        """``x`` validated by the model and checked to have the ``in_features`` the posterior was fitted on."""
+        x, _ = self.model.check_data(x)
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"x must have {self.in_features} features (the last axis), as in the data the posterior "
+                             f"was fitted on; got shape {x.shape}")
+        return x
 
     @property
     def _random_forward(self) -> bool:

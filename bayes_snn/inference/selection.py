@@ -28,6 +28,7 @@ from typing import Any, NamedTuple, Sequence
 import jax
 import numpy as np
 
+from .._checks import check_key
 from ..datasets.batching import batch_axis
 from .fit import fit
 from .result import _unpack
@@ -91,6 +92,7 @@ def select(model, data, method, param: str, values: Sequence, *, rng_key: jax.Ar
         raise ValueError(f"valid_fraction must be in (0, 1); got {valid_fraction!r}")
     candidates = [dataclasses.replace(method, **{param: v}) for v in values]  # validates each value
     x, y = model.check_data(*_unpack(data))
+    check_key("rng_key", rng_key)
     k_split, k_fit, k_eval = jax.random.split(rng_key, 3)
     fit_part, valid_part = split((x, y), valid_fraction, k_split)
     scores = {}

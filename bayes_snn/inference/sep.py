@@ -395,7 +395,7 @@ def predict_moments(posterior, x, rng_key=None) -> jax.Array:
         if isinstance(d, DiscreteGrid) and not _same_support(d, prior):
             raise ValueError(f"the moments mode needs {site}'s categorical factor on its prior's support; "
                              f"got values {np.asarray(d.values).tolist()}")
-    x, _ = posterior.model.check_data(x)
+    x = posterior.check_x(x)
     xs = jnp.moveaxis(jnp.asarray(x), batch_axis(x), 0)
     return _moment_fn(posterior.model)(mp.site_moments(posterior.weights), xs)
 
