@@ -53,7 +53,7 @@ DEFAULT_METHOD = "sep"
 # VI its inverse as the KL weight (both fit p0(W) p(D | W)^likelihood_weight).
 TEMPERING = {"sep": ("likelihood_weight", lambda lam: lam), "svi": ("kl_weight", lambda lam: 1.0 / lam)}
 # Backend settings the CLI passes through as they are: flag destination -> methods that have it.
-METHOD_SETTINGS = {"damping": ("sep",), "anneal": ("sep",)}
+METHOD_SETTINGS = {"damping": ("sep",), "anneal": ("sep",), "enumerate_limit": ("sep",)}
 DEVICES = ("ideal",)
 
 
@@ -82,6 +82,21 @@ def _positive(name, kind=int):
     return parse
 
 
+def _non_negative(name):
+    """argparse type: an integer >= 0, with a one-line error naming ``name``."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{name} must be a non-negative integer; got {text!r}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="bayes-snn", description="Bayesian spiking neural networks.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -105,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sep: step size of the site update, in (0, 1] (default 0.5)")
     f.add_argument("--anneal", action="store_true", default=None,
                    help="sep: decay the damping along a cosine over the run")
+    f.add_argument("--enumerate-limit", type=_non_negative("--enumerate-limit"), default=None,
+                   help="sep: sum over a discrete first layer exactly when its K^inputs joint weight values per "
+                        "unit are at most this (default 256); 0 puts it through the central limit (faster, less "
+                        "well calibrated)")
     f.add_argument("--device", default="ideal", help=f"one of {', '.join(DEVICES)}")
     f.add_argument("--out", type=Path, default=None, help="write metrics.json and posterior.npz here")
     f.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -141,7 +160,7 @@ def cmd_fit(args) -> dict:
     method = METHODS[args.method](args.epochs, args.batch_size)
     settings = {name: getattr(args, name) for name in METHOD_SETTINGS if getattr(args, name) is not None}
     for name in settings:
-        _require_method(f"--{name}", METHOD_SETTINGS[name], args.method)
+        _require_method(f"--{name.replace('_', '-')}", METHOD_SETTINGS[name], args.method)
     try:
         method = dataclasses.replace(method, **settings)
     except ValueError as err:

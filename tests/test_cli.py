@@ -64,6 +64,9 @@ def test_evaluate_reproduces_fit_metrics(fitted, capsys):
         (["fit", "--method", "svi", "--anneal"], "--anneal applies to --method sep"),
         (["fit", "--damping", "1.5"], "--damping must be a number in (0.0, 1.0]; got 1.5"),
         (["fit", "--damping", "-1"], "--damping must be a positive number"),
+        (["fit", "--enumerate-limit", "-1"], "--enumerate-limit must be a non-negative integer; got '-1'"),
+        (["fit", "--enumerate-limit", "2.5"], "--enumerate-limit must be a non-negative integer; got '2.5'"),
+        (["fit", "--method", "svi", "--enumerate-limit", "0"], "--enumerate-limit applies to --method sep"),
         (["fit", "--input-gain", "0"], "--input-gain must be a positive number"),
         (["frobnicate"], "invalid choice"),
     ],
@@ -120,15 +123,16 @@ def test_likelihood_weight_is_chosen_on_held_out_data_and_recorded(method, param
     assert f"likelihood_weight {chosen:g}" in out
 
 
-def test_sep_damping_and_anneal_reach_the_backend_and_are_recorded(tmp_path, capsys, monkeypatch):
+def test_sep_settings_reach_the_backend_and_are_recorded(tmp_path, capsys, monkeypatch):
     fits = []
     real_fit = cli.fit
     monkeypatch.setattr(cli, "fit", lambda model, data, m, **kw: fits.append(m) or real_fit(model, data, m, **kw))
-    code, _, err = run(["fit", *SMALL, "--damping", "1", "--anneal", "--out", str(tmp_path)], capsys)
+    code, _, err = run(["fit", *SMALL, "--damping", "1", "--anneal", "--enumerate-limit", "0", "--out", str(tmp_path)],
+                       capsys)
     assert code == 0, err
-    assert (fits[-1].damping, fits[-1].anneal) == (1.0, True)
+    assert (fits[-1].damping, fits[-1].anneal, fits[-1].enumerate_limit) == (1.0, True, 0)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert (metrics["damping"], metrics["anneal"]) == (1.0, True)
+    assert (metrics["damping"], metrics["anneal"], metrics["enumerate_limit"]) == (1.0, True, 0)
 
 
 def test_input_gain_reaches_the_model_and_is_recorded(tmp_path, capsys, monkeypatch):
