@@ -10,7 +10,7 @@ from bayes_snn import Classifier, CuBaLIF, Dense, LIF, Regressor, Sequential, Sp
 from bayes_snn import datasets, encoders, inference, priors, readouts
 from bayes_snn.datasets.batching import Batch
 from bayes_snn.inference import SEP, Posterior
-from bayes_snn.inference import moments, sep_laplace, sep_sites
+from bayes_snn.inference import moments, sep, sep_laplace, sep_sites
 from bayes_snn.inference.sep import SEPInfo
 
 
@@ -390,6 +390,91 @@ def test_enumerated_lif_layer_gives_the_exact_readout_moments(data, cell):
     assert float(jnp.max(jnp.abs(exact_cov))) > 0.1  # the readout does vary with the hidden weights
     np.testing.assert_allclose(mean, exact_mean, atol=1e-4)
     np.testing.assert_allclose(cov, exact_cov, atol=1e-4)
+
+
+def test_quadrature_readout_matches_monte_carlo_over_a_gaussian_first_layer(data):
+    """A Direct-driven 12-step LIF layer with Gaussian weights, a fixed readout: with the
+    quadrature the readout's mean and covariance match 40,000 weight draws within their
+    Monte Carlo error; the filter alone misses the variance by more than that (here it
+    understates it; on the Yin-Yang benchmark network it overstates it 1.34x)."""
+    net = Sequential(encoders.Direct(12), Dense(4), LIF(beta=0.9, threshold=1.0), Dense(3, bias=False),
+                     readouts.MeanMembrane(beta=0.8, scale=2.0))
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    w_mean, b_mean = 2.0 * jax.random.normal(keys[0], (4, 4)), jax.random.normal(keys[1], (4,))
+    w_sd, b_sd = 0.7, 0.5
+    readout = jax.random.normal(keys[2], (4, 3))
+    mom = {"dense_0.weight": (w_mean, jnp.full((4, 4), w_sd**2)), "dense_0.bias": (b_mean, jnp.full(4, b_sd**2)),
+           "dense_1.weight": (readout, jnp.zeros_like(readout))}
+    x = jnp.asarray(data.x[:6]) * 2.0
+    draws = 40_000
+    w = w_mean + w_sd * jax.random.normal(keys[3], (draws, 4, 4))
+    b = b_mean + b_sd * jax.random.normal(jax.random.fold_in(keys[3], 1), (draws, 4))
+    outs = jax.lax.map(lambda wb: net.apply({"dense_0.weight": wb[0], "dense_0.bias": wb[1], "dense_1.weight": readout},
+                                            x), (w, b), batch_size=2000)  # [S, B, 3]
+    mc_mean, mc_var = outs.mean(0), outs.var(0)
+    se_mean, se_var = jnp.sqrt(mc_var / draws), mc_var * np.sqrt(2.0 / draws) * 2.0  # x2: heavy-tailed counts
+    quad = jax.vmap(lambda xi: moments.output_logits(net, mom, xi, quadrature=512))(x)
+    filt = jax.vmap(lambda xi: moments.output_logits(net, mom, xi))(x)
+    quad_var, filt_var = (jax.vmap(lambda lg: jnp.diagonal(lg.cov))(lg) for lg in (quad, filt))
+    # 4 standard errors plus the quadrature's own error (each spike probability within 1/512)
+    np.testing.assert_array_less(jnp.abs(quad.mean - mc_mean), 4 * se_mean + 12 * 2.0 * jnp.abs(readout).sum(0) / 512)
+    np.testing.assert_array_less(jnp.abs(quad_var - mc_var), 4 * se_var + 0.02 * mc_var)
+    assert float(jnp.max(jnp.abs(filt_var - mc_var) / (4 * se_var + 0.02 * mc_var))) > 1.0  # the filter fails
+
+
+def test_quadrature_neuron_gives_the_exact_spike_sum_of_a_static_current():
+    """Units whose spike count hardly varies while their spike times do: the quadrature's
+    sums match 100,000 draws of the static variable, the mixed ``Act`` alone (per-step
+    variances as if independent over time) overstates them."""
+    hidden, steps = 40, 10
+    cell = LIF(beta=0.9, threshold=1.0)
+    c = readouts.MeanMembrane(beta=0.8, scale=1.0).time_weights(steps)
+    mu, k = jnp.linspace(0.3, 3.0, hidden)[None], jnp.full((1, hidden), 0.08)
+    act, (r_mean, r_var) = moments.quadrature_neuron(moments.Act(mu, k, k**2), cell, steps, c, 512)
+    current = mu + k * jax.random.normal(jax.random.PRNGKey(0), (100_000, 1))
+    spikes, _ = cell.run(jnp.broadcast_to(current, (steps,) + current.shape))
+    r = jnp.einsum("t,tsh->sh", c, spikes)
+    # each spike probability is within 1/512 of exact; the draws' own error is below 1e-3 here
+    tol = float(jnp.sum(c)) / 512 + 1e-3
+    np.testing.assert_allclose(r_mean, r.mean(0), atol=tol)
+    np.testing.assert_allclose(r_var, r.var(0), atol=tol)
+    _, act_var = moments._time_sum(act, c)
+    assert float(jnp.max(act_var - r.var(0))) > 0.05
+    # The same units as a network's first layer (one input equal to 1): its readout uses the sums.
+    net = Sequential(encoders.Direct(steps), Dense(hidden, bias=False), cell, Dense(3, bias=False),
+                     readouts.MeanMembrane(beta=0.8, scale=1.0))
+    readout = jax.random.normal(jax.random.PRNGKey(1), (hidden, 3))
+    mom = {"dense_0.weight": (mu, k**2), "dense_1.weight": (readout, jnp.zeros_like(readout))}
+    _, cov = moments.output_moments(net, mom, jnp.ones(1), quadrature=512)
+    gain = net.layers[3].gain_for(hidden)
+    bound = gain**2 * jnp.abs(readout).T @ jnp.abs(readout) * tol  # each unit's variance within tol
+    np.testing.assert_array_less(jnp.abs(cov - gain**2 * (readout.T * r.var(0)) @ readout), bound)
+
+
+def test_quadrature_mode_equals_moments_where_no_layer_is_statically_driven(data):
+    """Single-step networks: the filter is exact there, so both predictives agree; a second
+    hidden layer's readout must not reuse the first layer's quadrature sums."""
+    train = (data.x[:200], data.y[:200])
+    for net in (Sequential(encoders.Direct(1), Dense(8), SpikeResponse(), Dense(3), readouts.MeanMembrane()),
+                Sequential(encoders.Direct(6), Dense(8), LIF(), Dense(8), LIF(), Dense(3), readouts.MeanMembrane())):
+        post = inference.fit(Classifier(net, 3), train, SEP(epochs=1), rng_key=jax.random.PRNGKey(0), progress_bar=False)
+        a, b = post.predict(data.x[:50], mode="moments"), post.predict(data.x[:50], mode="quadrature")
+        if isinstance(net.layers[2], SpikeResponse):
+            np.testing.assert_allclose(a, b, atol=0.01)
+        else:  # the quadrature changes the first layer's moments only; the readout uses the second layer's
+            mom = moments.site_moments(post.weights)
+            xi = jnp.asarray(data.x[0])
+            cur = moments.dense(moments.encode(net.layers[0], xi), mom["dense_0.weight"], mom["dense_0.bias"],
+                                net.layers[1].gain_for(4))
+            h, _ = moments.quadrature_neuron(cur, net.layers[2], 6, net.layers[-1].time_weights(6),
+                                             sep.QUADRATURE_NODES)
+            h = moments.neuron(net.layers[4], moments.dense(h, mom["dense_1.weight"], mom["dense_1.bias"],
+                                                            net.layers[3].gain_for(8)), 6)
+            want = moments._readout_membrane(h, net.layers[-1], mom["dense_2.weight"], mom["dense_2.bias"],
+                                             net.layers[5].gain_for(8), 6)
+            got = moments.output_logits(net, mom, xi, quadrature=sep.QUADRATURE_NODES)
+            np.testing.assert_allclose(got.mean, want.mean, rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(got.cov, want.cov, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("prior", [priors.Binary(0.5), priors.Ternary(1.0, 0.3), priors.IntegerGrid(2, 0.25)])

@@ -58,6 +58,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
+from scipy.special import ndtri
 
 from .. import encoders as enc
 from .. import neurons as nrn
@@ -198,15 +199,16 @@ class Logits(NamedTuple):
         return jnp.diag(self.own) + (self.loadings * self.shared) @ self.loadings.T
 
 
-def _readout_membrane(a: Act, readout, w, b, gain, steps) -> Logits:
-    """The fused Dense + mean-membrane readout as Gaussian ``Logits``.
+def _readout_membrane(a: Act, readout, w, b, gain, steps, sums: tuple | None = None) -> Logits:
+    """The fused Dense + mean-membrane readout as Gaussian ``Logits`` (``sums``: the mean and
+    variance of every input unit's time-weighted activity ``r``, if known better than ``a``'s).
 
     The outputs share the hidden activity ``r``, so they are correlated:
     ``Cov(o_k, o_j) = gain^2 sum_i m_ik m_ij Var(r_i)`` for ``k != j`` (weights of different
     outputs are independent under ``q``): ``loadings = gain * m.T``, ``shared = Var r``.
     """
     c = readout.time_weights(steps)
-    r_mean, r_var = _time_sum(a, c)
+    r_mean, r_var = _time_sum(a, c) if sums is None else sums
     m, v = w
     mean = gain * (r_mean @ m)
     own = gain**2 * ((r_mean**2 + r_var) @ v)  # weight noise: independent across outputs
@@ -289,6 +291,38 @@ def enumerated(a: Act, probs, values, b: tuple | None, gain: float, cell, steps:
     out = neuron(_per_component(cell, k**fan_in), Act(flat(mean), flat(_sqrt(b_var)), flat(b_var + 0.0 * mean)),
                  steps)
     p_c, kappa_c = (v.reshape(steps, -1, hidden) for v in (out.mean, out.static))
+    return _mixture(pi, p_c, kappa_c, steps, c)
+
+
+def quadrature_neuron(cur: Act, cell, steps: int, c: jax.Array, nodes: int) -> tuple[Act, tuple]:
+    """A neuron driven by a static Gaussian current ``mu + k z`` (``cur``: one step, no dynamic
+    part), integrated over ``z`` at ``nodes`` equal-probability points (quantile quadrature).
+
+    Returns the spike moments (``Act``, nodes mixed like ``enumerated``'s components) and the
+    mean and variance ``[H]`` of the readout-weighted spike sum ``r = sum_t c[t] a[t]``, exact
+    up to the quadrature's error (each node's current is deterministic, so its spike train is
+    exact; an escape-noise neuron adds its per-step noise, as independent over time). The
+    filter (``neuron``) instead
+    adds a per-step variance after every reset that a readout treats as independent over
+    time; for a unit whose train is a function of one variable that overstates ``Var(r)``
+    (Yin-Yang LIF: 1.34x the Monte Carlo value). The rank-one ``Act`` cannot carry ``Var(r)``
+    when per-step variances alone overstate it, hence the separate sums, which a following
+    ``MeanMembrane`` readout uses. For prediction only: its derivative is useless (steps).
+    """
+    z = jnp.asarray(ndtri((np.arange(nodes) + 0.5) / nodes), jnp.float32)  # [Q]
+    mean = cur.mean[0] + z[:, None] * cur.static[0]  # [Q, H]
+    zero = jnp.zeros((1, mean.size), jnp.float32)
+    p_c = neuron(_per_component(cell, nodes), Act(mean.reshape(1, -1), zero, zero), steps).mean
+    p_c = p_c.reshape(steps, nodes, -1)  # [T, Q, H]
+    r = jnp.einsum("t,tqh->qh", c, p_c)
+    sums = (jnp.mean(r, axis=0), jnp.var(r, axis=0) + (c**2) @ jnp.mean(p_c * (1.0 - p_c), axis=1))
+    pi = jnp.full(mean.shape, 1.0 / nodes, jnp.float32)
+    return _mixture(pi, p_c, jnp.zeros_like(p_c), steps, c), sums
+
+
+def _mixture(pi: jax.Array, p_c: jax.Array, kappa_c: jax.Array, steps: int, c: jax.Array) -> Act:
+    """Spike moments of a mixture of components: weights ``pi [C, H]``, spike probabilities
+    ``p_c`` and static deviations ``kappa_c`` ``[T, C, H]`` (see ``enumerated``)."""
     p = _mix(pi, p_c)
     var = p * (1.0 - p)
     if steps == 1:
@@ -327,25 +361,31 @@ def _mix(pi: jax.Array, x: jax.Array) -> jax.Array:
     return jnp.sum(pi * x, axis=1)
 
 
-def output_moments(net: Sequential, mom: dict, x: jax.Array, enumerate_limit: int = ENUMERATE_LIMIT):
+def output_moments(net: Sequential, mom: dict, x: jax.Array, enumerate_limit: int = ENUMERATE_LIMIT,
+                   quadrature: int = 0):
     """Readout mean ``[C]`` and covariance ``[C, C]`` for one example ``x`` (see ``output_logits``)."""
-    out = output_logits(net, mom, x, enumerate_limit)
+    out = output_logits(net, mom, x, enumerate_limit, quadrature)
     return out.mean, out.cov
 
 
-def output_logits(net: Sequential, mom: dict, x: jax.Array, enumerate_limit: int = ENUMERATE_LIMIT) -> Logits:
+def output_logits(net: Sequential, mom: dict, x: jax.Array, enumerate_limit: int = ENUMERATE_LIMIT,
+                  quadrature: int = 0) -> Logits:
     """The Gaussian readout (``Logits``) of one example ``x`` under the factors ``mom``.
 
     ``mom[site]`` is ``(mean, var)`` or, for a discrete prior, the probabilities ``[..., K]``
     over the prior's support. ``x`` is ``[F]`` for a network with an encoder, else
     time-major ``[T, F]``. A first Dense layer with deterministic inputs and discrete weights
     with ``K^F <= enumerate_limit`` joint values per unit is summed over exactly
-    (``enumerated``); 0 disables this.
+    (``enumerated``); 0 disables this. With ``quadrature = Q > 0``, a spiking layer driven by
+    a constant current from the deterministic input (``Direct`` encoding, a central-limit
+    first layer) is integrated over its static variable at ``Q`` points
+    (``quadrature_neuron``; for prediction, not for SEP's derivatives).
     """
-    return tapped_logits(net, mom, x, enumerate_limit, {})[0]
+    return tapped_logits(net, mom, x, enumerate_limit, {}, quadrature)[0]
 
 
-def tapped_logits(net: Sequential, mom: dict, x: jax.Array, enumerate_limit: int, taps: dict) -> tuple[Logits, dict]:
+def tapped_logits(net: Sequential, mom: dict, x: jax.Array, enumerate_limit: int, taps: dict,
+                  quadrature: int = 0) -> tuple[Logits, dict]:
     """``output_logits`` with ``taps`` ``{layer: (mean, static_var, dyn_var)}`` added to the
     currents of central-limit Dense layers (see ``dense``); also returns ``{layer: Act}``, the
     input of every central-limit Dense layer (those that are neither enumerated nor fused
@@ -353,7 +393,8 @@ def tapped_logits(net: Sequential, mom: dict, x: jax.Array, enumerate_limit: int
     steps = steps_of(net, x)
     layers = list(zip(net.names, net.layers))
     exact = enumerated_sites(net, mom, enumerate_limit)
-    inputs = {}
+    first = deterministic_input(net)
+    inputs, sums = {}, None  # sums: a quadrature layer's (mean, var) of r for the readout
     a, skip = None, False
     for i, (name, layer) in enumerate(layers):
         if skip:  # the neuron was handled together with its enumerated Dense layer
@@ -373,12 +414,15 @@ def tapped_logits(net: Sequential, mom: dict, x: jax.Array, enumerate_limit: int
             if f"{name}.weight" in exact:
                 a, skip = enumerated(a, entry, layer.prior.values, b, gain, nxt, steps, _static_weights(net, steps)), True
             elif isinstance(nxt, rd.MeanMembrane):
-                return _readout_membrane(a, nxt, mean_var(entry, layer.prior), b, gain, steps), inputs
+                return _readout_membrane(a, nxt, mean_var(entry, layer.prior), b, gain, steps, sums), inputs
             else:
                 inputs[name] = a
-                a = dense(a, mean_var(entry, layer.prior), b, gain, taps.get(name))
+                a, sums = dense(a, mean_var(entry, layer.prior), b, gain, taps.get(name)), None
         elif isinstance(layer, nrn.LIF):
-            a = neuron(layer, a, steps)
+            if quadrature and layers[i - 1][0] == first and f"{first}.weight" not in exact and a.mean.shape[0] == 1:
+                a, sums = quadrature_neuron(a, layer, steps, _static_weights(net, steps), quadrature)
+            else:
+                a = neuron(layer, a, steps)
         elif isinstance(layer, rd.SpikeCount):
             mean, var = _time_sum(a, jnp.full(steps, layer.scale, jnp.float32))
             return Logits(mean, var, jnp.zeros(mean.shape + (0,)), jnp.zeros(0)), inputs  # correlations not tracked

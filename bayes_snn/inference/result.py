@@ -139,7 +139,8 @@ class Posterior:
 
         ``mode="sample"`` averages over weight draws (Monte Carlo; the default key is
         ``PRNGKey(0)`` for reproducibility). Backends may add modes, e.g. SEP's
-        ``mode="moments"`` (moment propagation, no sampling).
+        ``mode="moments"`` (moment propagation, no sampling) and ``mode="quadrature"`` (the
+        same, with a ``Direct``-driven first LIF layer integrated by quadrature).
         """
         if mode == "sample":
             return jnp.mean(self.predict_samples(x, rng_key, num_samples=num_samples), axis=0)

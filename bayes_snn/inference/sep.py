@@ -365,11 +365,11 @@ class SEP:
 
 # ---- the moment-propagation predictive ----------------------------------------------------
 @functools.lru_cache(maxsize=16)
-def _moment_fn(model):
+def _moment_fn(model, quadrature: int):
     net = model.net
 
     def one(mom, xi):
-        logits = mp.output_logits(net, mom, xi)
+        logits = mp.output_logits(net, mom, xi, quadrature=quadrature)
         if model.task == "classification":
             return mp.softmax_average(logits)
         return logits.mean[0]
@@ -383,11 +383,20 @@ def _same_support(factor, prior) -> bool:
     return bool(np.allclose(factor.values, prior.values))
 
 
-def predict_moments(posterior, x, rng_key=None) -> jax.Array:
+# Points of the "quadrature" predictive's integral over a first-layer unit's static input.
+QUADRATURE_NODES = 128
+
+
+def predict_moments(posterior, x, rng_key=None, quadrature: int = 0) -> jax.Array:
     """Predictive by moment propagation (no sampling): class probabilities ``[B, C]`` or means ``[B]``.
 
     Registered as ``Posterior.predict(x, mode="moments")``; works for any posterior whose
     factors are ``Normal``, ``DiscreteGrid`` or ``Delta`` (``rng_key`` is unused).
+    ``mode="quadrature"`` (``quadrature=QUADRATURE_NODES``) integrates a LIF layer driven by
+    the ``Direct``-encoded input over each unit's static input instead of filtering it
+    (``moments.quadrature_neuron``), which fixes the filter's overstated spike-count variance
+    (Yin-Yang Gaussian LIF: ECE 0.037 -> 0.026, Monte Carlo 0.025); elsewhere it equals
+    ``"moments"``.
     """
     mp.check_supported(posterior.model)
     for site, prior in posterior.model.net.site_priors(posterior.in_features).items():
@@ -397,9 +406,10 @@ def predict_moments(posterior, x, rng_key=None) -> jax.Array:
                              f"got values {np.asarray(d.values).tolist()}")
     x = posterior.check_x(x)
     xs = jnp.moveaxis(jnp.asarray(x), batch_axis(x), 0)
-    return _moment_fn(posterior.model)(mp.site_moments(posterior.weights), xs)
+    return _moment_fn(posterior.model, quadrature)(mp.site_moments(posterior.weights), xs)
 
 
 PREDICTORS["moments"] = predict_moments
+PREDICTORS["quadrature"] = functools.partial(predict_moments, quadrature=QUADRATURE_NODES)
 
 __all__ = ["SEP", "SEPState", "SEPInfo", "predict_moments"]
