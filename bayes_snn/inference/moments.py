@@ -302,10 +302,9 @@ def quadrature_neuron(cur: Act, cell, steps: int, c: jax.Array, nodes: int) -> t
     mean and variance ``[H]`` of the readout-weighted spike sum ``r = sum_t c[t] a[t]``, exact
     up to the quadrature's error (each node's current is deterministic, so its spike train is
     exact; an escape-noise neuron adds its per-step noise, as independent over time). The
-    filter (``neuron``) instead
-    adds a per-step variance after every reset that a readout treats as independent over
-    time; for a unit whose train is a function of one variable that overstates ``Var(r)``
-    (Yin-Yang LIF: 1.34x the Monte Carlo value). The rank-one ``Act`` cannot carry ``Var(r)``
+    filter (``neuron``) instead adds a per-step variance after every reset that a readout
+    treats as independent over time; for a unit whose train is a function of one variable
+    that misstates ``Var(r)`` (Yin-Yang LIF: 1.34x the Monte Carlo value). The rank-one ``Act`` cannot carry ``Var(r)``
     when per-step variances alone overstate it, hence the separate sums, which a following
     ``MeanMembrane`` readout uses. For prediction only: its derivative is useless (steps).
     """
@@ -422,7 +421,7 @@ def tapped_logits(net: Sequential, mom: dict, x: jax.Array, enumerate_limit: int
             if quadrature and layers[i - 1][0] == first and f"{first}.weight" not in exact and a.mean.shape[0] == 1:
                 a, sums = quadrature_neuron(a, layer, steps, _static_weights(net, steps), quadrature)
             else:
-                a = neuron(layer, a, steps)
+                a, sums = neuron(layer, a, steps), None
         elif isinstance(layer, rd.SpikeCount):
             mean, var = _time_sum(a, jnp.full(steps, layer.scale, jnp.float32))
             return Logits(mean, var, jnp.zeros(mean.shape + (0,)), jnp.zeros(0)), inputs  # correlations not tracked
