@@ -66,32 +66,18 @@ class _UsageError(Exception):
     pass
 
 
-def _positive(name, kind=int):
-    """argparse type: a positive finite ``kind`` (int or float), with a one-line error naming ``name``."""
-    what = "a positive integer" if kind is int else "a positive number"
+def _positive(name, kind=int, zero_ok=False):
+    """argparse type: a positive (``zero_ok``: non-negative) finite ``kind`` (int or float),
+    with a one-line error naming ``name``."""
+    what = f"a {'non-negative' if zero_ok else 'positive'} {'integer' if kind is int else 'number'}"
 
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be {what}; got {text!r}") from None
-        if not (math.isfinite(value) and value > 0):
+        if not (math.isfinite(value) and (value >= 0 if zero_ok else value > 0)):
             raise argparse.ArgumentTypeError(f"{name} must be {what}; got {text!r}")
-        return value
-
-    return parse
-
-
-def _non_negative(name):
-    """argparse type: an integer >= 0, with a one-line error naming ``name``."""
-
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            value = -1
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"{name} must be a non-negative integer; got {text!r}")
         return value
 
     return parse
@@ -120,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sep: step size of the site update, in (0, 1] (default 0.5)")
     f.add_argument("--anneal", action="store_true", default=None,
                    help="sep: decay the damping along a cosine over the run")
-    f.add_argument("--enumerate-limit", type=_non_negative("--enumerate-limit"), default=None,
+    f.add_argument("--enumerate-limit", type=_positive("--enumerate-limit", zero_ok=True), default=None,
                    help="sep: sum over a discrete first layer exactly when its K^inputs joint weight values per "
                         "unit are at most this (default 256); 0 puts it through the central limit (faster, less "
                         "well calibrated)")

@@ -418,7 +418,8 @@ def tapped_logits(net: Sequential, mom: dict, x: jax.Array, enumerate_limit: int
                 inputs[name] = a
                 a, sums = dense(a, mean_var(entry, layer.prior), b, gain, taps.get(name)), None
         elif isinstance(layer, nrn.LIF):
-            if quadrature and layers[i - 1][0] == first and f"{first}.weight" not in exact and a.mean.shape[0] == 1:
+            # (an enumerated first layer has already consumed its neuron layer)
+            if quadrature and layers[i - 1][0] == first and a.mean.shape[0] == 1:
                 a, sums = quadrature_neuron(a, layer, steps, _static_weights(net, steps), quadrature)
             else:
                 a, sums = neuron(layer, a, steps), None
