@@ -8,7 +8,7 @@ import pytest
 from bayes_snn import Classifier, Dense, LIF, Regressor, Sequential, SpikeResponse, StochasticLIF, encoders, priors
 from bayes_snn import readouts
 from bayes_snn.inference import moments
-from bayes_snn.inference.moments_grad import evidence_derivatives
+from bayes_snn.inference.moments_grad import OuterDerivatives, evidence_derivatives
 
 NETS = {
     # first layer with a deterministic, constant input: rank-one products
@@ -74,3 +74,21 @@ def test_derivatives_are_zero_when_no_log_evidence_is_finite():
     logz, grads = jax.jit(lambda m: evidence_derivatives(Classifier(net, 3), m, jnp.ones((4, 4)), jnp.zeros(4, jnp.int32)))(mom)
     assert not bool(jnp.any(jnp.isfinite(logz)))
     assert all(float(jnp.max(jnp.abs(leaf))) == 0.0 for leaf in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize("name", ["single-step", "lif", "rate, two hidden"])
+def test_factored_derivatives_expand_to_the_dense_ones(name):
+    # Only a Dense layer fed by the Direct-encoded data (one input step) is factored.
+    net = NETS[name]()
+    mom = _moments(net, 4, jax.random.PRNGKey(2))
+    x, y = jax.random.uniform(jax.random.PRNGKey(3), (6, 4)), jnp.arange(6) % 3
+    model = Classifier(net, 3)
+    _, dense = jax.jit(lambda m: evidence_derivatives(model, m, x, y))(mom)
+    _, factored = jax.jit(lambda m: evidence_derivatives(model, m, x, y, factored=True))(mom)
+    direct = isinstance(net.layers[0], encoders.Direct)
+    for site, want in dense.items():
+        got = factored[site]
+        assert isinstance(got, OuterDerivatives) == (direct and site == "dense_0.weight")
+        got = got.expand() if isinstance(got, OuterDerivatives) else got
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-7 * float(jnp.max(jnp.abs(w))))

@@ -11,6 +11,7 @@ from bayes_snn import datasets, encoders, inference, priors, readouts
 from bayes_snn.datasets.batching import Batch
 from bayes_snn.inference import SEP, Posterior
 from bayes_snn.inference import moments, sep, sep_laplace, sep_sites
+from bayes_snn.inference.moments_grad import OuterDerivatives
 from bayes_snn.inference.sep import SEPInfo
 
 
@@ -47,6 +48,7 @@ def _finite(tree):
         ({"anneal": 1}, "anneal"),
         ({"likelihood_weight": 0.0}, "likelihood_weight"),
         ({"likelihood_weight": float("nan")}, "likelihood_weight"),
+        ({"gaussian_update": "newton"}, "gaussian_update"),
     ],
 )
 def test_invalid_arguments_raise(kwargs, match):
@@ -501,3 +503,63 @@ def test_moment_form_categorical_update_equals_the_probability_form(data, prior)
             scale = float(jnp.max(jnp.abs(ref.logf)))
             np.testing.assert_allclose(new.sites[site].logf, ref.logf, atol=1e-5 * scale)
         state = new
+
+
+def _factored_derivatives(key, batch=12, fan_in=5, units=7):
+    """Random ``OuterDerivatives`` with zero inputs, negative and positive curvature, non-finite units."""
+    k1, k2, k3 = jax.random.split(key, 3)
+    x = jax.random.normal(k1, (batch, fan_in)) * (jax.random.uniform(k1, (batch, fan_in)) > 0.3)
+    g = jax.random.normal(k2, (batch, units))
+    s = 0.6 * jax.random.normal(k3, (batch, units))  # g^2 - 2s takes both signs
+    g = g.at[2, 3].set(jnp.nan).at[5, 0].set(jnp.inf)
+    s = s.at[11, 6].set(jnp.nan)  # in a padded example below: not counted
+    return OuterDerivatives(x, g, s)
+
+
+def test_factored_taylor_sums_equal_the_per_example_sums():
+    d = _factored_derivatives(jax.random.PRNGKey(0))
+    mask = jnp.arange(12) < 10  # two padded examples
+    m = jax.random.normal(jax.random.PRNGKey(1), (5, 7))
+    got = sep_sites.taylor_sums(m, d, mask)
+    want = sep_sites.taylor_sums(m, d.expand(), mask)
+    np.testing.assert_allclose(got.r, want.r, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got.lam, want.lam, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(jnp.broadcast_to(got.count, (5, 7)), want.count)
+    assert int(got.clipped) == int(want.clipped) > 0
+    assert int(got.dropped) == int(want.dropped) == 2 * 5  # units (2, 3) and (5, 0), each for 5 inputs
+
+
+def test_taylor_sites_are_moment_matching_to_first_order_in_the_cavity_variance():
+    # Moment matching gives lam_n = k / (1 - v k) = k + v k^2 + O(v^2) and
+    # r_n = m lam_n + g / (1 - v k) = m lam_n + g + v g k + O(v^2); the Taylor site keeps
+    # the O(1) terms. Examples with k < 0 are clipped to k = 0 by both.
+    key = jax.random.PRNGKey(3)
+    g = jax.random.normal(key, (16, 4, 3))
+    h = -0.5 * jnp.abs(jax.random.normal(jax.random.fold_in(key, 1), (16, 4, 3)))  # k = g^2 - 2h > 0
+    m = jax.random.normal(jax.random.fold_in(key, 2), (4, 3))
+    mask = jnp.ones(16, bool)
+    k = g**2 - 2 * h
+    taylor = sep_sites.taylor_sums(m, (g, h), mask)
+    for v in (1e-2, 1e-3):
+        exact = sep_sites.moment_matched_sums(m, jnp.full((4, 3), v), g, h, mask, 1e-3)
+        lam_first = v * jnp.sum(k**2, 0)
+        r_first = m * lam_first + v * jnp.sum(g * k, 0)
+        # The remainders are geometric series in v k: relative to the first-order terms they
+        # are at most about v max(k) / (1 - v max(k)); twice that is the tolerance.
+        bound = 2 * v * float(k.max()) / (1 - v * float(k.max()))
+        np.testing.assert_allclose(exact.lam - taylor.lam, lam_first, rtol=bound)
+        np.testing.assert_allclose(exact.r - taylor.r, r_first, rtol=bound, atol=bound * float(jnp.max(jnp.abs(r_first))))
+    assert int(taylor.clipped) == int(exact.clipped) == 0
+
+
+def test_taylor_update_trains_and_matches_moment_matching():
+    train, test = datasets.yin_yang("train", size=1000), datasets.yin_yang("test", size=500)
+    model = Classifier(Sequential(encoders.Direct(1), Dense(16), SpikeResponse(), Dense(3), readouts.MeanMembrane()), 3)
+    accuracy = {}
+    for rule in ("moment_match", "taylor"):
+        post = inference.fit(model, train, SEP(epochs=2, gaussian_update=rule), rng_key=jax.random.PRNGKey(0),
+                             progress_bar=False)
+        assert np.all(np.isfinite(post.history["log_lik"]))
+        accuracy[rule] = post.evaluate(test, mode="moments")["accuracy"]
+    assert accuracy["taylor"] > 0.8
+    assert abs(accuracy["taylor"] - accuracy["moment_match"]) < 0.05

@@ -27,12 +27,14 @@ SCRIPT = textwrap.dedent(
     data = datasets.yin_yang("train", size=100)  # 100 = 3 batches of 32 + a padded one
     net = Sequential(encoders.Direct(3), Dense(6), LIF(beta=0.9), Dense(3), readouts.MeanMembrane(scale=4.0))
     out = {}
-    for name, mesh in [("one", None), ("four", Mesh(np.array(jax.devices()), ("batch",)))]:
-        post = inference.fit(Classifier(net, 3), data, inference.SEP(epochs=1, batch_size=32, mesh=mesh),
-                             rng_key=jax.random.PRNGKey(0), progress_bar=False)
-        out[name] = {k: [np.asarray(d.loc).tolist(), np.asarray(d.scale).tolist()] for k, d in post.weights.items()}
-        out[name + "_loglik"] = post.history["log_lik"].tolist()
-    print(json.dumps(out))
+    for rule in ("moment_match", "taylor"):  # Taylor sites sum a sharded batch by matrix products
+        for devices, mesh in [("one", None), ("four", Mesh(np.array(jax.devices()), ("batch",)))]:
+            method = inference.SEP(epochs=1, batch_size=32, mesh=mesh, gaussian_update=rule)
+            post = inference.fit(Classifier(net, 3), data, method, rng_key=jax.random.PRNGKey(0), progress_bar=False)
+            out[rule, devices] = {k: [np.asarray(d.loc).tolist(), np.asarray(d.scale).tolist()]
+                                  for k, d in post.weights.items()}
+            out[rule, devices]["log_lik"] = post.history["log_lik"].tolist()
+    print(json.dumps({" ".join(key): value for key, value in out.items()}))
     """
 )
 
@@ -42,13 +44,15 @@ def test_four_devices_reproduce_one_device():
     run = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     out = json.loads(run.stdout.strip().splitlines()[-1])
-    for site, (loc, scale) in out["one"].items():
-        loc4, scale4 = out["four"][site]
-        # Only the order of the float32 sums over the batch differs (an all-reduce across
-        # devices); four updates amplify ~1e-7 relative rounding to at most ~1e-5.
-        np.testing.assert_allclose(loc4, loc, rtol=1e-4, atol=1e-4)
-        np.testing.assert_allclose(scale4, scale, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(out["four_loglik"], out["one_loglik"], rtol=1e-4)
+    for rule in ("moment_match", "taylor"):
+        one, four = out[f"{rule} one"], out[f"{rule} four"]
+        np.testing.assert_allclose(four.pop("log_lik"), one.pop("log_lik"), rtol=1e-4)
+        for site, (loc, scale) in one.items():
+            loc4, scale4 = four[site]
+            # Only the order of the float32 sums over the batch differs (an all-reduce across
+            # devices); four updates amplify ~1e-7 relative rounding to at most ~1e-5.
+            np.testing.assert_allclose(loc4, loc, rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(scale4, scale, rtol=1e-4, atol=1e-5)
 
 
 def test_mesh_must_divide_the_batch():

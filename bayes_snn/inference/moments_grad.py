@@ -13,8 +13,10 @@ zero ``tap`` on the current) and ``a`` the layer's input moments ``[B, T, F]``,
 
 (``D`` the dynamic variance). For a deterministic input (the data, a direct or latency code)
 only the first terms remain, and with one input step each is an outer product that XLA
-fuses into the site update instead of storing it. Every other site (biases, readout
-weights, enumerated layers) is differentiated per example by autodiff as before.
+fuses into the site update instead of storing it; with ``factored=True`` it is returned
+as the two factors (``OuterDerivatives``), so that minibatch sums become matrix products
+(SEP's ``gaussian_update="taylor"``). Every other site (biases, readout weights,
+enumerated layers) is differentiated per example by autodiff as before.
 
 Example
 -------
@@ -29,21 +31,42 @@ Example
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
 from . import moments as mp
 
 
+class OuterDerivatives(NamedTuple):
+    """Per-example derivatives of a Dense layer fed by a static deterministic input, factored.
+
+    ``d log Z_n / d m_ij = x[n, i] g[n, j]`` and ``d log Z_n / d v_ij = x[n, i]^2 s[n, j]``
+    with ``x`` ``[B, F]`` the layer's input and ``g``, ``s`` ``[B, H]`` (gains included).
+    """
+
+    x: jax.Array
+    g: jax.Array
+    s: jax.Array
+
+    def expand(self) -> tuple[jax.Array, jax.Array]:
+        """``(d log Z / d m, d log Z / d v)`` ``[B, F, H]``."""
+        x = self.x[:, :, None]
+        return x * self.g[:, None, :], x**2 * self.s[:, None, :]
+
+
 def evidence_derivatives(model, mom: dict, x: jax.Array, y: jax.Array, enumerate_limit: int = mp.ENUMERATE_LIMIT,
-                         axis: int = 0) -> tuple[jax.Array, dict]:
+                         axis: int = 0, factored: bool = False) -> tuple[jax.Array, dict]:
     """``log Z`` ``[B]`` of every example and its derivatives with respect to ``mom``.
 
     ``mom`` as in ``moments.output_logits``; ``x`` holds the examples along ``axis`` (1 for
     time-major ``[T, B, F]`` input). The derivatives have ``mom``'s structure with a leading
     example axis: ``(d/dmean, d/dvar)`` ``[B, ...]`` for ``(mean, var)`` entries and
     ``[B, ..., K]`` for probabilities. Equal to ``vmap(value_and_grad(log_evidence))``,
-    except that every derivative is zero when no ``log Z`` of the batch is finite.
+    except that every derivative is zero when no ``log Z`` of the batch is finite. With
+    ``factored``, a Dense layer fed by a deterministic input with one step (``Direct``)
+    gets an ``OuterDerivatives`` instead of the pair.
     """
     net = model.net
     one_x = jax.eval_shape(lambda v: jnp.take(v, 0, axis=axis), x)
@@ -65,8 +88,12 @@ def evidence_derivatives(model, mom: dict, x: jax.Array, y: jax.Array, enumerate
     deterministic = mp.deterministic_input(net)
     for name, site in tapped.items():
         layer = net.layers[net.names.index(name)]
-        grads[site] = _weight_derivatives(inputs[name], g_taps[name], mom[site][0], layer.gain_for(mom[site][0].shape[0]),
-                                          name == deterministic)
+        gain = layer.gain_for(mom[site][0].shape[0])
+        a, g_cur = inputs[name], g_taps[name]
+        if factored and name == deterministic and a.mean.shape[1] == 1:  # taps share the input's steps
+            grads[site] = OuterDerivatives(a.mean[:, 0], gain * g_cur[0][:, 0], gain**2 * g_cur[1][:, 0])
+        else:
+            grads[site] = _weight_derivatives(a, g_cur, mom[site][0], gain, name == deterministic)
     return logz, grads
 
 
@@ -101,4 +128,4 @@ def _weight_derivatives(a: mp.Act, g_cur: tuple, m: jax.Array, gain: float, dete
     return d_mean, d_var
 
 
-__all__ = ["evidence_derivatives"]
+__all__ = ["OuterDerivatives", "evidence_derivatives"]

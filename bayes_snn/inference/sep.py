@@ -74,12 +74,14 @@ from ..priors import DiscreteGrid, is_discrete
 from . import moments as mp
 from . import sep_laplace
 from . import sep_sites as ss
-from .moments_grad import evidence_derivatives
+from .moments_grad import OuterDerivatives, evidence_derivatives
 from .result import PREDICTORS
 
 
 # With ``anneal``, the damping decays to this fraction of its initial value.
 ANNEAL_FLOOR = 0.05
+# How each example's Gaussian site is formed (``SEP.gaussian_update``).
+GAUSSIAN_UPDATES = ("moment_match", "taylor")
 
 
 class SEPState(NamedTuple):
@@ -179,6 +181,16 @@ class SEP:
         (digits, 128 single-step units, 20 epochs: 95 % accuracy at mean confidence 0.86,
         ECE 0.10), because the first layer's factors stay near the prior and the hidden
         spikes stay noisy; ``lam = 10`` gave 97.3 % and ECE 0.028.
+    gaussian_update : {"moment_match", "taylor"}
+        How each example's Gaussian site is formed from its derivatives of ``log Z`` (categorical
+        sites are unaffected). ``"moment_match"`` (default): the tilted distribution's mean
+        and variance, exactly (``sep_sites.moment_matched_sums``). ``"taylor"``: the
+        second-order expansion of ``log Z_n`` in the cavity mean, equal to moment matching to
+        first order in the example's share of the cavity precision (about ``1 / N``; see
+        ``sep_sites.taylor_sums``). Its per-example sites of a Dense layer fed by the
+        ``Direct``-encoded data are outer products, so their minibatch sums are matrix
+        products instead of ``[batch, fan_in, fan_out]`` elementwise work: the SEP step on
+        digits (64 inputs, 128 hidden units) takes about half the time.
     mesh : jax.sharding.Mesh, optional
         Shard every minibatch over ``mesh.axis_names[0]`` (``batch_size`` must be divisible
         by that axis' size).
@@ -194,6 +206,7 @@ class SEP:
     enumerate_limit: int = mp.ENUMERATE_LIMIT
     anneal: bool = False
     likelihood_weight: float = 1.0
+    gaussian_update: str = "moment_match"
     mesh: Any = None
     name = "sep"
 
@@ -211,6 +224,8 @@ class SEP:
         if not isinstance(self.enumerate_limit, (int, np.integer)) or isinstance(self.enumerate_limit, bool) or \
                 self.enumerate_limit < 0:
             raise ValueError(f"enumerate_limit must be a non-negative integer; got {self.enumerate_limit!r}")
+        if self.gaussian_update not in GAUSSIAN_UPDATES:
+            raise ValueError(f"gaussian_update must be one of {list(GAUSSIAN_UPDATES)}; got {self.gaussian_update!r}")
         if self.mesh is not None:
             if not isinstance(self.mesh, Mesh):
                 raise ValueError(f"mesh must be a jax.sharding.Mesh or None; got {type(self.mesh).__name__}")
@@ -305,7 +320,7 @@ class SEP:
         damping = self.current_damping(state.updates)
         cav, inputs, moment_form = self.pass_inputs(state)
         logz, grads = evidence_derivatives(self._model, inputs, batch.x, batch.y, self.enumerate_limit,
-                                           batch_axis(batch.x))
+                                           batch_axis(batch.x), factored=self.gaussian_update == "taylor")
         mask = batch.mask & jnp.isfinite(logz)
         n = state.seen
         full = self.likelihood_weight * self._n
@@ -315,15 +330,20 @@ class SEP:
         sites, stats = {}, []
         for site, s in state.sites.items():
             if site in moment_form:
+                derivs = grads[site].expand() if isinstance(grads[site], OuterDerivatives) else grads[site]
                 new, st = ss.update_cat_moments(s, self._nat[site], self._priors[site].values, n, n_new,
-                                                inputs[site], *grads[site], mask, damping, self.min_prob)
+                                                inputs[site], *derivs, mask, damping, self.min_prob)
             elif isinstance(s, ss.CatSite):
                 new, st = ss.update_cat(s, self._nat[site], n, n_new, cav[site], grads[site], mask, damping,
                                         self.min_prob)
             else:
-                g_mean, g_var = grads[site]
-                new, st = ss.update_gauss(s, self._prior(state, site), n, n_new, g_mean, g_var, mask, damping,
-                                          self.min_ratio)
+                prior = self._prior(state, site)
+                m, v = ss.gauss_moments(s, prior, n, cavity=True)
+                if self.gaussian_update == "taylor":
+                    sums = ss.taylor_sums(m, grads[site], mask)
+                else:
+                    sums = ss.moment_matched_sums(m, v, *grads[site], mask, self.min_ratio)
+                new, st = ss.update_gauss(s, prior, n, n_new, sums, damping)
             sites[site] = new
             stats.append(st)
         prior_sites = {}

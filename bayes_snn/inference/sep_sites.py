@@ -32,6 +32,7 @@ import numpy as np
 import numpyro.distributions as dist
 
 from ..priors import DiscreteGrid
+from .moments_grad import OuterDerivatives
 
 
 class GaussSite(NamedTuple):
@@ -133,22 +134,31 @@ def _bcast(mask, x):
     return mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim))
 
 
-def update_gauss(site: GaussSite, prior_nat, n, n_new, g, h, mask, damping: float, min_ratio: float):
-    """SEP update of a Gaussian site from per-example ``g = dlogZ/dm``, ``h = dlogZ/dv`` ``[B, ...]``.
+class GaussSums(NamedTuple):
+    """Minibatch sums of per-example Gaussian sites over the valid examples (``[...]`` per weight).
 
-    ``n`` is the number of examples the site stands for before the update (the cavity is
-    ``p0 f^(n-1)``), ``n_new`` after it. Each example's tilted distribution has the PBP/ADF
-    moments ``m_n = m + v g`` and ``v_n = v (1 - v k)`` with ``k = g^2 - 2h``. Safety rules:
-
-    * ``k < 0`` (the example asks for a *larger* variance, a negative site precision) is
-      clipped to 0 and counted: allowing it made minibatch updates diverge in practice;
-    * an example with non-finite derivatives or ``v_n <= min_ratio * v`` is dropped for
-      that weight (counted);
-    * an averaged update that would give ``q`` or the cavity a precision below
-      ``PRECISION_FLOOR`` times the prior's (a variance above 1000x the prior's, or a
-      non-positive one) is rejected for that weight (counted).
+    ``r``, ``lam``: sums of the sites' natural parameters; ``count``: valid examples per
+    weight (broadcastable to the weights); ``clipped``, ``dropped``: totals (int32) of
+    per-example contributions whose negative precision was clipped, or that were dropped.
     """
-    m, v = gauss_moments(site, prior_nat, n, cavity=True)
+
+    r: jax.Array
+    lam: jax.Array
+    count: jax.Array
+    clipped: jax.Array
+    dropped: jax.Array
+
+
+def moment_matched_sums(m, v, g, h, mask, min_ratio: float) -> GaussSums:
+    """Sites moment-matched from the cavity ``(m, v)`` with ``g = dlogZ/dm``, ``h = dlogZ/dv`` ``[B, ...]``.
+
+    Each example's tilted distribution has the PBP/ADF moments ``m_n = m + v g`` and
+    ``v_n = v (1 - v k)`` with ``k = g^2 - 2h``; its site is ``(m_n / v_n - m / v, 1 / v_n - 1 / v)``.
+    ``k < 0`` (the example asks for a *larger* variance, a negative site precision) is
+    clipped to 0 and counted: allowing it made minibatch updates diverge in practice. An
+    example with non-finite derivatives or ``v_n <= min_ratio * v`` is dropped for that
+    weight (counted).
+    """
     k = g**2 - 2.0 * h
     live = _bcast(mask, g)
     shrink = 1.0 - v * jnp.maximum(k, 0.0)
@@ -157,15 +167,65 @@ def update_gauss(site: GaussSite, prior_nat, n, n_new, g, h, mask, damping: floa
     g = jnp.where(valid, g, 0.0)
     lam_n = (1.0 - shrink) / (v * shrink)  # 1/v_n - 1/v
     r_n = m * lam_n + g / shrink  # = m_n / v_n - m / v without the cancellation
-    dr, dlam, clipped, dropped = _batch_sum(
-        jnp.where(valid, r_n - site.r, 0.0), jnp.where(valid, lam_n - site.lam, 0.0), live & (k < 0), live & ~valid)
+    r, lam, count, clipped, dropped = _batch_sum(jnp.where(valid, r_n, 0.0), jnp.where(valid, lam_n, 0.0), valid,
+                                                 live & (k < 0), live & ~valid)
+    return GaussSums(r, lam, count, _count(clipped), _count(dropped))
+
+
+def taylor_sums(m, derivs, mask) -> GaussSums:
+    """Sites from the second-order expansion of each ``log Z_n`` in the weight's cavity mean ``m``.
+
+    ``derivs`` is ``(g, h)`` ``[B, ...]`` as in ``moment_matched_sums`` or a factored
+    ``moments_grad.OuterDerivatives``. The site of example ``n`` has precision
+    ``k_n = g^2 - 2h = -d^2 log Z_n / dm^2`` (clipped at 0 and counted, as in
+    ``moment_matched_sums``) and ``r_n = m k_n + g``: the moment-matched site to first order
+    in ``v k_n``, the example's share of the cavity's precision (about ``1 / N`` once ``q``
+    has seen the data). Non-finite derivatives drop the example for that weight (counted).
+    For ``OuterDerivatives`` (``k_n = x_n^2 (g_n^2 - 2 s_n)``: the clip acts per unit) the
+    sums over the minibatch are matrix products, and nothing of size ``[B, F, H]`` is built.
+    """
+    if isinstance(derivs, OuterDerivatives):
+        return _outer_taylor_sums(m, derivs, mask)
+    g, h = derivs
+    k = g**2 - 2.0 * h
+    live = _bcast(mask, g)
+    valid = live & jnp.isfinite(g) & jnp.isfinite(h)
+    lam, g_sum, count, clipped, dropped = _batch_sum(jnp.where(valid, jnp.maximum(k, 0.0), 0.0),
+                                                     jnp.where(valid, g, 0.0), valid, valid & (k < 0), live & ~valid)
+    return GaussSums(m * lam + g_sum, lam, count, _count(clipped), _count(dropped))
+
+
+def _outer_taylor_sums(m, d: OuterDerivatives, mask) -> GaussSums:
+    """``taylor_sums`` of factored derivatives: every sum over examples is a matrix product."""
+    kappa = d.g**2 - 2.0 * d.s  # [B, H]
+    ok = mask[:, None] & jnp.isfinite(d.g) & jnp.isfinite(d.s)
+    live = jnp.where(mask[:, None], d.x, 0.0)  # [B, F]
+    lam = (live**2).T @ jnp.where(ok, jnp.maximum(kappa, 0.0), 0.0)
+    g_sum = live.T @ jnp.where(ok, d.g, 0.0)
+    count = jnp.sum(ok, axis=0, dtype=jnp.float32)  # [H], the same for every input
+    nonzero = jnp.sum(live != 0, axis=1, dtype=jnp.float32)  # k_n < 0 needs x_n != 0
+    clipped = nonzero @ jnp.sum(ok & (kappa < 0), axis=1, dtype=jnp.float32)
+    dropped = d.x.shape[1] * jnp.sum(mask[:, None] & ~ok, dtype=jnp.float32)
+    return GaussSums(m * lam + g_sum, lam, count, clipped.astype(jnp.int32), dropped.astype(jnp.int32))
+
+
+def update_gauss(site: GaussSite, prior_nat, n, n_new, sums: GaussSums, damping: float):
+    """SEP update of a Gaussian site from the minibatch's per-example ``sums``.
+
+    ``n`` is the number of examples the site stands for before the update (the cavity is
+    ``p0 f^(n-1)``), ``n_new`` after it. An averaged update that would give ``q`` or the
+    cavity a precision below ``PRECISION_FLOOR`` times the prior's (a variance above 1000x
+    the prior's, or a non-positive one) is rejected for that weight (counted).
+    """
+    dr = sums.r - sums.count * site.r
+    dlam = sums.lam - sums.count * site.lam
     new = GaussSite(site.r + damping * dr / n_new, site.lam + damping * dlam / n_new)
     floor = jnp.maximum(PRECISION_FLOOR * jnp.abs(prior_nat[1]), 1e-12)
     ok = (prior_nat[1] + (n_new - 1.0) * new.lam >= floor) & (prior_nat[1] + n_new * new.lam >= floor)
     ok = ok & jnp.isfinite(new.r) & jnp.isfinite(new.lam)
     new = GaussSite(jnp.where(ok, new.r, site.r), jnp.where(ok, new.lam, site.lam))
     change = jnp.sum((n_new * new.r - n * site.r) ** 2) + jnp.sum((n_new * new.lam - n * site.lam) ** 2)
-    stats = UpdateStats(_count(dropped), jnp.sum(~ok), _count(clipped), change, jnp.asarray(2 * site.r.size))
+    stats = UpdateStats(sums.dropped, jnp.sum(~ok), sums.clipped, change, jnp.asarray(2 * site.r.size))
     return new, stats
 
 
@@ -261,6 +321,9 @@ __all__ = [
     "cat_probs",
     "init_gauss",
     "init_cat",
+    "GaussSums",
+    "moment_matched_sums",
+    "taylor_sums",
     "update_gauss",
     "update_cat",
     "update_cat_moments",
