@@ -18,6 +18,7 @@ Usage::
 
     python benchmarks/sep_step_cost.py --out step_cost.json
     python benchmarks/sep_step_cost.py --out cost.json --datasets digits --weights ternary
+    python benchmarks/sep_step_cost.py --out taylor.json --weights gaussian --gaussian-update taylor
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def _time(fn, args, calls: int, repeats: int) -> float:
     return statistics.median(blocks)
 
 
-def run(dataset: str, weights: str, neuron: str, calls: int, repeats: int, batch_size: int) -> dict:
+def run(dataset: str, weights: str, neuron: str, calls: int, repeats: int, batch_size: int,
+        gaussian_update: str = "moment_match") -> dict:
     import jax
     import jax.numpy as jnp
 
@@ -57,12 +59,13 @@ def run(dataset: str, weights: str, neuron: str, calls: int, repeats: int, batch
     x, y = model.check_data(train.x, train.y)
     batch = Batch(jnp.asarray(x[:batch_size]), jnp.asarray(y[:batch_size]), jnp.ones(batch_size, bool))
     key = jax.random.PRNGKey(0)
-    sep = inference.SEP(batch_size=batch_size)
+    sep = inference.SEP(batch_size=batch_size, gaussian_update=gaussian_update)
     sep_state = sep.init(key, model, x, y)
     _, inputs, _ = sep.pass_inputs(sep_state)  # what the SEP step differentiates
     log_z = lambda mom, xi, yi: moments.log_evidence(model, mom, xi, yi)
     forward = jax.jit(jax.vmap(log_z, in_axes=(None, 0, 0)))
-    with_grad = jax.jit(lambda mom, xb, yb: evidence_derivatives(model, mom, xb, yb))
+    factored = gaussian_update == "taylor"
+    with_grad = jax.jit(lambda mom, xb, yb: evidence_derivatives(model, mom, xb, yb, factored=factored))
     surrogate = inference.SurrogateGradient(batch_size=batch_size)
     sur_state = surrogate.init(key, model, x, y)
     row = {
@@ -70,6 +73,7 @@ def run(dataset: str, weights: str, neuron: str, calls: int, repeats: int, batch
         "weights": weights,
         "neuron": neuron,
         "batch_size": batch_size,
+        "gaussian_update": gaussian_update,
         "moments_ms": _time(forward, (inputs, batch.x, batch.y), calls, repeats),
         "moments_grad_ms": _time(with_grad, (inputs, batch.x, batch.y), calls, repeats),
         "sep_step_ms": _time(jax.jit(sep.step), (key, sep_state, batch), calls, repeats),
@@ -87,8 +91,10 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--datasets", nargs="+", default=["yinyang", "digits"])
     p.add_argument("--weights", nargs="+", default=["gaussian", "binary", "ternary"])
+    p.add_argument("--gaussian-update", choices=["moment_match", "taylor"], default="moment_match",
+                   help="SEP's gaussian_update")
     args = p.parse_args(argv)
-    rows = [run(d, w, neuron, args.calls, args.repeats, args.batch_size)
+    rows = [run(d, w, neuron, args.calls, args.repeats, args.batch_size, args.gaussian_update)
             for d in args.datasets for w in args.weights for neuron in ("single-step", "lif")]
     with open(args.out, "w") as f:
         json.dump(rows, f, indent=1)

@@ -24,6 +24,8 @@ Usage::
         --epochs 20 --damping 1.0 --anneal                          # digits, longer, annealed
     python benchmarks/sep_vs_surrogate.py --out fast.json --datasets yinyang --weights binary ternary \
         --enumerate-limit 0                                         # discrete first layer in moment form
+    python benchmarks/sep_vs_surrogate.py --out taylor.json --weights gaussian --gaussian-update taylor
+        # Gaussian sites from the second-order expansion (matrix-product sums)
     python benchmarks/sep_vs_surrogate.py --out tempered.json --likelihood-weight 1 3 10 30
         # SEP's likelihood_weight chosen per run by inference.select on held-out training data
 
@@ -72,8 +74,7 @@ def _run_one(cfg: dict) -> dict:
     if cfg["method"] == "sep":
         method = inference.SEP(epochs=cfg["epochs"], batch_size=cfg["batch_size"], damping=cfg["damping"],
                                anneal=cfg["anneal"], likelihood_weight=cfg["likelihood_weight"][0],
-                               **({} if cfg.get("enumerate_limit") is None else
-                                  dict(enumerate_limit=cfg["enumerate_limit"])))
+                               **{k: cfg[k] for k in ("enumerate_limit", "gaussian_update") if cfg.get(k) is not None})
         if len(cfg["likelihood_weight"]) > 1:  # choose on held-out training data; the test set stays unseen
             t0 = time.perf_counter()
             choice = inference.select(model, train, method, "likelihood_weight", cfg["likelihood_weight"],
@@ -125,7 +126,8 @@ def _configs(args) -> list[dict]:
         dict(dataset=d, weights=w, neuron=n, method=m, epochs=args.epochs, batch_size=args.batch_size,
              hidden=args.hidden, steps=args.steps, readout_scale=args.readout_scale, seed=seed,
              train_size=args.train_size, damping=args.damping, anneal=args.anneal,
-             likelihood_weight=args.likelihood_weight, enumerate_limit=args.enumerate_limit)
+             likelihood_weight=args.likelihood_weight, enumerate_limit=args.enumerate_limit,
+             gaussian_update=args.gaussian_update)
         for d, w, n, m, seed in grid
     ]
 
@@ -217,6 +219,8 @@ def main(argv=None) -> int:
     p.add_argument("--enumerate-limit", type=int, default=None,
                    help="SEP's enumerate_limit (default: SEP's own); 0 puts discrete first layers through the "
                         "central limit (moment form) instead of summing over their weights exactly")
+    p.add_argument("--gaussian-update", choices=["moment_match", "taylor"], default=None,
+                   help="SEP's gaussian_update (default: SEP's own, moment_match)")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one JSON config, print its row
     args = p.parse_args(argv)
     if args.one:

@@ -67,6 +67,8 @@ def test_evaluate_reproduces_fit_metrics(fitted, capsys):
         (["fit", "--enumerate-limit", "-1"], "--enumerate-limit must be a non-negative integer; got '-1'"),
         (["fit", "--enumerate-limit", "2.5"], "--enumerate-limit must be a non-negative integer; got '2.5'"),
         (["fit", "--method", "svi", "--enumerate-limit", "0"], "--enumerate-limit applies to --method sep"),
+        (["fit", "--gaussian-update", "newton"], "--gaussian-update: invalid choice: 'newton'"),
+        (["fit", "--method", "surrogate", "--gaussian-update", "taylor"], "--gaussian-update applies to --method sep"),
         (["fit", "--input-gain", "0"], "--input-gain must be a positive number"),
         (["frobnicate"], "invalid choice"),
     ],
@@ -127,12 +129,13 @@ def test_sep_settings_reach_the_backend_and_are_recorded(tmp_path, capsys, monke
     fits = []
     real_fit = cli.fit
     monkeypatch.setattr(cli, "fit", lambda model, data, m, **kw: fits.append(m) or real_fit(model, data, m, **kw))
-    code, _, err = run(["fit", *SMALL, "--damping", "1", "--anneal", "--enumerate-limit", "0", "--out", str(tmp_path)],
-                       capsys)
+    code, _, err = run(["fit", *SMALL, "--damping", "1", "--anneal", "--enumerate-limit", "0", "--gaussian-update",
+                        "taylor", "--out", str(tmp_path)], capsys)
     assert code == 0, err
-    assert (fits[-1].damping, fits[-1].anneal, fits[-1].enumerate_limit) == (1.0, True, 0)
+    settings = ("damping", "anneal", "enumerate_limit", "gaussian_update")
+    assert tuple(getattr(fits[-1], name) for name in settings) == (1.0, True, 0, "taylor")
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert (metrics["damping"], metrics["anneal"], metrics["enumerate_limit"]) == (1.0, True, 0)
+    assert tuple(metrics[name] for name in settings) == (1.0, True, 0, "taylor")
 
 
 def test_input_gain_reaches_the_model_and_is_recorded(tmp_path, capsys, monkeypatch):

@@ -149,7 +149,7 @@ def _gaussian_single_layer():
     return net, Classifier(net, 2)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _mcmc_problem(num_samples):
     """The Gaussian network, its data, the reference predictive, its standard error and the prior's gap."""
     net, model = _gaussian_single_layer()
