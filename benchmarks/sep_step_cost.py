@@ -1,8 +1,8 @@
 """Benchmark: where the time of one SEP minibatch update goes, against one surrogate-gradient step.
 
 For the CLI's network (``presets.classifier``, 128 hidden units, batch 32) on Yin-Yang and
-digits, with Gaussian, binary and ternary weights, single-step and LIF (10 steps), it times
-with warm caches (median of ``--repeats`` blocks of ``--calls`` calls each, milliseconds
+digits (or ``random:F``: ``F`` uniform random features), with Gaussian, binary and ternary
+weights, single-step and LIF (10 steps), it times with warm caches (median of ``--repeats`` blocks of ``--calls`` calls each, milliseconds
 per call):
 
 * ``moments``: the moment pass alone (``log Z`` of every example of the batch);
@@ -19,6 +19,8 @@ Usage::
     python benchmarks/sep_step_cost.py --out step_cost.json
     python benchmarks/sep_step_cost.py --out cost.json --datasets digits --weights ternary
     python benchmarks/sep_step_cost.py --out taylor.json --weights gaussian --gaussian-update taylor
+    python benchmarks/sep_step_cost.py --out wide.json --datasets random:784 --weights gaussian
+        # MNIST-sized input (784 uniform random features, 10 classes)
 """
 
 from __future__ import annotations
@@ -48,15 +50,22 @@ def run(dataset: str, weights: str, neuron: str, calls: int, repeats: int, batch
         gaussian_update: str = "moment_match") -> dict:
     import jax
     import jax.numpy as jnp
+    import numpy as np
 
     from bayes_snn import inference, presets
     from bayes_snn.datasets.batching import Batch
     from bayes_snn.inference import moments
     from bayes_snn.inference.moments_grad import evidence_derivatives
 
-    train, _ = presets.load_dataset(dataset)
-    model = presets.classifier(train.x.shape[1], train.num_classes, neuron=neuron, weights=weights)
-    x, y = model.check_data(train.x, train.y)
+    if dataset.startswith("random:"):  # F uniform features, 10 classes: the cost of wide inputs
+        features = int(dataset.split(":")[1])
+        rng = np.random.default_rng(0)
+        x, y, classes = rng.uniform(size=(256, features)).astype(np.float32), rng.integers(0, 10, 256), 10
+    else:
+        train, _ = presets.load_dataset(dataset)
+        x, y, classes = train.x, train.y, train.num_classes
+    model = presets.classifier(x.shape[1], classes, neuron=neuron, weights=weights)
+    x, y = model.check_data(x, y)
     batch = Batch(jnp.asarray(x[:batch_size]), jnp.asarray(y[:batch_size]), jnp.ones(batch_size, bool))
     key = jax.random.PRNGKey(0)
     sep = inference.SEP(batch_size=batch_size, gaussian_update=gaussian_update)
@@ -98,9 +107,9 @@ def main(argv=None) -> int:
             for d in args.datasets for w in args.weights for neuron in ("single-step", "lif")]
     with open(args.out, "w") as f:
         json.dump(rows, f, indent=1)
-    print(f"{'dataset':8} {'weights':9} {'neuron':12} {'moments':>8} {'+grad':>8} {'SEP step':>9} {'surrogate':>9} {'ratio':>6}  (ms per call)")
+    print(f"{'dataset':10} {'weights':9} {'neuron':12} {'moments':>8} {'+grad':>8} {'SEP step':>9} {'surrogate':>9} {'ratio':>6}  (ms per call)")
     for r in rows:
-        print(f"{r['dataset']:8} {r['weights']:9} {r['neuron']:12} {r['moments_ms']:8.3f} {r['moments_grad_ms']:8.3f} {r['sep_step_ms']:9.3f} "
+        print(f"{r['dataset']:10} {r['weights']:9} {r['neuron']:12} {r['moments_ms']:8.3f} {r['moments_grad_ms']:8.3f} {r['sep_step_ms']:9.3f} "
               f"{r['surrogate_step_ms']:9.3f} {r['ratio']:6.1f}")
     return 0
 
