@@ -16,7 +16,8 @@ PBP/EBP moment propagation and SEP (Li, Hernandez-Lobato & Turner 2015):
   with respect to the cavity moments are exact (autodiff of a deterministic moment map, not
   stochastic gradient descent), with the chain rule through central-limit Dense layers done
   by hand from one batched backward pass (``moments_grad``).
-* Gaussian sites: the PBP/ADF rule ``m_n = m + v g``, ``v_n = v - v^2 (g^2 - 2h)``;
+* Gaussian sites: the PBP/ADF rule ``m_n = m + v g``, ``v_n = v - v^2 (g^2 - 2h)`` (or, with
+  ``gaussian_update="taylor"``, its first order in ``v (g^2 - 2h)``, summed by matrix products);
   categorical sites: ``f_n(a_k) = Z_n(a_k) / Z_n`` from ``d log Z / d q(a_k)`` (exact for
   enumerated layers; first order otherwise, from the derivatives with respect to each
   weight's mean and variance; see ``sep_sites.update_cat`` and ``update_cat_moments``). The
