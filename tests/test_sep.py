@@ -69,10 +69,10 @@ def test_fit_returns_gaussian_factors_and_diagnostics(gauss_post):
     assert float(jnp.min(post.weights["dense_1.weight"].scale)) < 0.99
 
 
-@pytest.fixture(scope="module")
-def stepper(data):
+@pytest.fixture(scope="module", params=["moment_match", "taylor"])
+def stepper(data, request):
     """A bound SEP backend, its jitted step (compiled once for batches of 8) and an initial state."""
-    method = SEP(batch_size=8)
+    method = SEP(batch_size=8, gaussian_update=request.param)
     state = method.init(jax.random.PRNGKey(1), Classifier(_single_step(), 3), data.x, data.y)
     return jax.jit(method.step), state
 
@@ -550,6 +550,23 @@ def test_taylor_sites_are_moment_matching_to_first_order_in_the_cavity_variance(
         np.testing.assert_allclose(exact.lam - taylor.lam, lam_first, rtol=bound)
         np.testing.assert_allclose(exact.r - taylor.r, r_first, rtol=bound, atol=bound * float(jnp.max(jnp.abs(r_first))))
     assert int(taylor.clipped) == int(exact.clipped) == 0
+
+
+def test_taylor_leaves_categorical_sites_unchanged(data):
+    # A discrete first layer in moment form gets factored derivatives under "taylor"; its
+    # categorical update must be the one it gets under "moment_match".
+    model = Classifier(_single_step(prior=priors.Ternary(1.0, 0.5)), 3)
+    batch = Batch(jnp.asarray(data.x[:16]), jnp.asarray(data.y[:16]), jnp.ones(16, bool))
+    new = {}
+    for rule in ("moment_match", "taylor"):
+        method = SEP(batch_size=16, enumerate_limit=0, gaussian_update=rule)
+        state = method.init(jax.random.PRNGKey(0), model, data.x, data.y)
+        new[rule], _ = jax.jit(method.step)(None, state, batch)
+    for site in ("dense_0.weight", "dense_1.weight"):
+        before = method.init(jax.random.PRNGKey(0), model, data.x, data.y).sites[site].logf
+        assert not np.allclose(new["taylor"].sites[site].logf, before)  # the step did move it
+        np.testing.assert_allclose(new["taylor"].sites[site].logf, new["moment_match"].sites[site].logf,
+                                   rtol=1e-5, atol=1e-6)
 
 
 def test_taylor_update_trains_and_matches_moment_matching():
