@@ -126,12 +126,13 @@ def test_extreme_inputs_never_put_nan_in_the_state(data, stepper):
     assert isinstance(info, SEPInfo)
 
 
-def test_discrete_and_laplace_priors(data):
+@pytest.mark.parametrize("gaussian_update", ["moment_match", "taylor"])
+def test_discrete_and_laplace_priors(data, gaussian_update):
     net = Sequential(encoders.Direct(1), Dense(6, prior=priors.Binary(1.0), bias_prior=priors.IntegerGrid(2, 0.5)),
                      SpikeResponse(), Dense(3, prior=priors.Ternary(1.0, 0.5), bias_prior=priors.Laplace(0.0, 1.0)),
                      readouts.MeanMembrane())
-    post = inference.fit(Classifier(net, 3), data, SEP(epochs=1, batch_size=40), rng_key=jax.random.PRNGKey(0),
-                         progress_bar=False)
+    method = SEP(epochs=1, batch_size=40, gaussian_update=gaussian_update)
+    post = inference.fit(Classifier(net, 3), data, method, rng_key=jax.random.PRNGKey(0), progress_bar=False)
     for site, shape in [("dense_0.weight", (4, 6, 2)), ("dense_0.bias", (6, 7)), ("dense_1.weight", (6, 3, 3))]:
         w = post.weights[site]
         assert isinstance(w, priors.DiscreteGrid) and w.probs.shape == shape
