@@ -494,3 +494,22 @@ def test_check_labels():
 def test_dataset_defaults():
     data = Dataset(np.zeros((1, 1), np.float32), np.zeros(1, np.float32))
     assert data.classes == () and data.num_classes == 0
+
+
+def test_benchmark_digits28_files_load_as_mnist_sized_digits(tmp_path):
+    # benchmarks/make_digits28.py writes the IDX files that the wide-input benchmark reads.
+    import subprocess
+    from pathlib import Path
+
+    from bayes_snn import presets
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "make_digits28.py"
+    run = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    for wide, small in zip(presets.load_dataset(f"idx:{tmp_path}"), presets.load_dataset("digits")):
+        assert wide.x.shape == (small.x.shape[0], 784)
+        np.testing.assert_array_equal(wide.y, small.y)
+        images = wide.x.reshape(-1, 28, 28)
+        np.testing.assert_allclose(images[:, 2:26:3, 2:26:3].reshape(-1, 64), small.x, atol=0.5 / 255)
+        assert images[:, :2].max() == 0.0 and images[:, 26:].max() == 0.0  # the border
