@@ -561,7 +561,7 @@ def test_factored_taylor_sums_equal_the_per_example_sums():
 def test_taylor_sites_are_moment_matching_to_first_order_in_the_cavity_variance():
     # Moment matching gives lam_n = k / (1 - v k) = k + v k^2 + O(v^2) and
     # r_n = m lam_n + g / (1 - v k) = m lam_n + g + v g k + O(v^2); the Taylor site keeps
-    # the O(1) terms. Examples with k < 0 are clipped to k = 0 by both.
+    # the O(1) terms. Here every k > 0, so neither form clips.
     key = jax.random.PRNGKey(3)
     g = jax.random.normal(key, (16, 4, 3))
     h = -0.5 * jnp.abs(jax.random.normal(jax.random.fold_in(key, 1), (16, 4, 3)))  # k = g^2 - 2h > 0
