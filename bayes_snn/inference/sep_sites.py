@@ -199,11 +199,11 @@ def _outer_taylor_sums(m, d: OuterDerivatives, mask) -> GaussSums:
     """``taylor_sums`` of factored derivatives: every sum over examples is a matrix product."""
     kappa = d.g**2 - 2.0 * d.s  # [B, H]
     ok = mask[:, None] & jnp.isfinite(d.g) & jnp.isfinite(d.s)
-    live = jnp.where(mask[:, None], d.x, 0.0)  # [B, F]
-    lam = (live**2).T @ jnp.where(ok, jnp.maximum(kappa, 0.0), 0.0)
-    g_sum = live.T @ jnp.where(ok, d.g, 0.0)
+    x = jnp.where(mask[:, None], d.x, 0.0)  # [B, F], padded examples zeroed
+    lam = (x**2).T @ jnp.where(ok, jnp.maximum(kappa, 0.0), 0.0)
+    g_sum = x.T @ jnp.where(ok, d.g, 0.0)
     count = jnp.sum(ok, axis=0, dtype=jnp.float32)  # [H], the same for every input
-    nonzero = jnp.sum(live != 0, axis=1, dtype=jnp.float32)  # k_n < 0 needs x_n != 0
+    nonzero = jnp.sum(x != 0, axis=1, dtype=jnp.float32)  # k_n < 0 needs x_n != 0
     clipped = nonzero @ jnp.sum(ok & (kappa < 0), axis=1, dtype=jnp.float32)
     dropped = d.x.shape[1] * jnp.sum(mask[:, None] & ~ok, dtype=jnp.float32)
     return GaussSums(m * lam + g_sum, lam, count, clipped.astype(jnp.int32), dropped.astype(jnp.int32))
