@@ -21,6 +21,10 @@ Usage::
     python benchmarks/sep_step_cost.py --out taylor.json --weights gaussian --gaussian-update taylor
     python benchmarks/sep_step_cost.py --out wide.json --datasets random:784 --weights gaussian
         # MNIST-sized input (784 uniform random features, 10 classes)
+    python benchmarks/sep_step_cost.py --out series.json --weights binary --categorical-update series
+
+The SEP step is timed at its initial state, where ``categorical_update="series"`` rarely
+needs per-example logarithms; ``sep_vs_surrogate.py`` times it along a whole run.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ def _time(fn, args, calls: int, repeats: int) -> float:
 
 
 def run(dataset: str, weights: str, neuron: str, calls: int, repeats: int, batch_size: int,
-        gaussian_update: str = "moment_match") -> dict:
+        gaussian_update: str = "moment_match", categorical_update: str = "per_example") -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -68,12 +72,12 @@ def run(dataset: str, weights: str, neuron: str, calls: int, repeats: int, batch
     x, y = model.check_data(x, y)
     batch = Batch(jnp.asarray(x[:batch_size]), jnp.asarray(y[:batch_size]), jnp.ones(batch_size, bool))
     key = jax.random.PRNGKey(0)
-    sep = inference.SEP(batch_size=batch_size, gaussian_update=gaussian_update)
+    sep = inference.SEP(batch_size=batch_size, gaussian_update=gaussian_update, categorical_update=categorical_update)
     sep_state = sep.init(key, model, x, y)
     _, inputs, _ = sep.pass_inputs(sep_state)  # what the SEP step differentiates
     log_z = lambda mom, xi, yi: moments.log_evidence(model, mom, xi, yi)
     forward = jax.jit(jax.vmap(log_z, in_axes=(None, 0, 0)))
-    factored = gaussian_update == "taylor"
+    factored = gaussian_update == "taylor" or categorical_update == "series"  # as in SEP.step
     with_grad = jax.jit(lambda mom, xb, yb: evidence_derivatives(model, mom, xb, yb, factored=factored))
     surrogate = inference.SurrogateGradient(batch_size=batch_size)
     sur_state = surrogate.init(key, model, x, y)
@@ -83,6 +87,7 @@ def run(dataset: str, weights: str, neuron: str, calls: int, repeats: int, batch
         "neuron": neuron,
         "batch_size": batch_size,
         "gaussian_update": gaussian_update,
+        "categorical_update": categorical_update,
         "moments_ms": _time(forward, (inputs, batch.x, batch.y), calls, repeats),
         "moments_grad_ms": _time(with_grad, (inputs, batch.x, batch.y), calls, repeats),
         "sep_step_ms": _time(jax.jit(sep.step), (key, sep_state, batch), calls, repeats),
@@ -102,8 +107,11 @@ def main(argv=None) -> int:
     p.add_argument("--weights", nargs="+", default=["gaussian", "binary", "ternary"])
     p.add_argument("--gaussian-update", choices=["moment_match", "taylor"], default="moment_match",
                    help="SEP's gaussian_update")
+    p.add_argument("--categorical-update", choices=["per_example", "series"], default="per_example",
+                   help="SEP's categorical_update")
     args = p.parse_args(argv)
-    rows = [run(d, w, neuron, args.calls, args.repeats, args.batch_size, args.gaussian_update)
+    rows = [run(d, w, neuron, args.calls, args.repeats, args.batch_size, args.gaussian_update,
+                args.categorical_update)
             for d in args.datasets for w in args.weights for neuron in ("single-step", "lif")]
     with open(args.out, "w") as f:
         json.dump(rows, f, indent=1)

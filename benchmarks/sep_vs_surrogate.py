@@ -74,7 +74,8 @@ def _run_one(cfg: dict) -> dict:
     if cfg["method"] == "sep":
         method = inference.SEP(epochs=cfg["epochs"], batch_size=cfg["batch_size"], damping=cfg["damping"],
                                anneal=cfg["anneal"], likelihood_weight=cfg["likelihood_weight"][0],
-                               **{k: cfg[k] for k in ("enumerate_limit", "gaussian_update") if cfg.get(k) is not None})
+                               **{k: cfg[k] for k in ("enumerate_limit", "gaussian_update", "categorical_update")
+                                  if cfg.get(k) is not None})
         if len(cfg["likelihood_weight"]) > 1:  # choose on held-out training data; the test set stays unseen
             t0 = time.perf_counter()
             choice = inference.select(model, train, method, "likelihood_weight", cfg["likelihood_weight"],
@@ -127,7 +128,7 @@ def _configs(args) -> list[dict]:
              hidden=args.hidden, steps=args.steps, readout_scale=args.readout_scale, seed=seed,
              train_size=args.train_size, damping=args.damping, anneal=args.anneal,
              likelihood_weight=args.likelihood_weight, enumerate_limit=args.enumerate_limit,
-             gaussian_update=args.gaussian_update)
+             gaussian_update=args.gaussian_update, categorical_update=args.categorical_update)
         for d, w, n, m, seed in grid
     ]
 
@@ -221,6 +222,8 @@ def main(argv=None) -> int:
                         "central limit (moment form) instead of summing over their weights exactly")
     p.add_argument("--gaussian-update", choices=["moment_match", "taylor"], default=None,
                    help="SEP's gaussian_update (default: SEP's own, moment_match)")
+    p.add_argument("--categorical-update", choices=["per_example", "series"], default=None,
+                   help="SEP's categorical_update (default: SEP's own, per_example)")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one JSON config, print its row
     args = p.parse_args(argv)
     if args.one:

@@ -20,7 +20,9 @@ PBP/EBP moment propagation and SEP (Li, Hernandez-Lobato & Turner 2015):
   ``gaussian_update="taylor"``, its first order in ``v (g^2 - 2h)``, summed by matrix products);
   categorical sites: ``f_n(a_k) = Z_n(a_k) / Z_n`` from ``d log Z / d q(a_k)`` (exact for
   enumerated layers; first order otherwise, from the derivatives with respect to each
-  weight's mean and variance; see ``sep_sites.update_cat`` and ``update_cat_moments``). The
+  weight's mean and variance; see ``sep_sites.update_cat`` and ``update_cat_moments``; with
+  ``categorical_update="series"``, the logarithms of a ``Direct``-fed layer summed by matrix
+  products where a power series is accurate enough). The
   per-example sites are averaged in natural parameters and applied with the SEP update
   ``eta_f <- eta_f + damping / N * sum_n (eta_{f_n} - eta_f)``. Padded examples (``mask``
   False) contribute nothing.
@@ -83,6 +85,8 @@ from .result import PREDICTORS
 ANNEAL_FLOOR = 0.05
 # How each example's Gaussian site is formed (``SEP.gaussian_update``).
 GAUSSIAN_UPDATES = ("moment_match", "taylor")
+# How the minibatch sum of categorical sites is formed (``SEP.categorical_update``).
+CATEGORICAL_UPDATES = ("per_example", "series")
 
 
 class SEPState(NamedTuple):
@@ -192,6 +196,15 @@ class SEP:
         ``Direct``-encoded data are outer products, so their minibatch sums are matrix
         products instead of ``[batch, fan_in, fan_out]`` elementwise work: the SEP step on
         digits (64 inputs, 128 hidden units) takes about half the time.
+    categorical_update : {"per_example", "series"}
+        How the minibatch sum ``sum_n log f_n`` of a categorical site in moment form (a
+        discrete layer that is not enumerated) is formed. ``"per_example"`` (default): a
+        logarithm per example, weight and support value. ``"series"``: for the Dense layer
+        fed by the ``Direct``-encoded data, the power series of ``log(1 + eps_n)`` to third
+        order, whose minibatch sums are matrix products; weights where a bound on its
+        remainder exceeds a tenth of the second-order term (the first-order ratio's own
+        error), or where some ``|eps_n| > 1/2``, get the per-example logarithms (see
+        ``sep_sites.outer_series_sums``). Other layers are unaffected.
     mesh : jax.sharding.Mesh, optional
         Shard every minibatch over ``mesh.axis_names[0]`` (``batch_size`` must be divisible
         by that axis' size).
@@ -208,6 +221,7 @@ class SEP:
     anneal: bool = False
     likelihood_weight: float = 1.0
     gaussian_update: str = "moment_match"
+    categorical_update: str = "per_example"
     mesh: Any = None
     name = "sep"
 
@@ -227,6 +241,9 @@ class SEP:
             raise ValueError(f"enumerate_limit must be a non-negative integer; got {self.enumerate_limit!r}")
         if self.gaussian_update not in GAUSSIAN_UPDATES:
             raise ValueError(f"gaussian_update must be one of {list(GAUSSIAN_UPDATES)}; got {self.gaussian_update!r}")
+        if self.categorical_update not in CATEGORICAL_UPDATES:
+            raise ValueError(f"categorical_update must be one of {list(CATEGORICAL_UPDATES)}; "
+                             f"got {self.categorical_update!r}")
         if self.mesh is not None:
             if not isinstance(self.mesh, Mesh):
                 raise ValueError(f"mesh must be a jax.sharding.Mesh or None; got {type(self.mesh).__name__}")
@@ -321,7 +338,8 @@ class SEP:
         damping = self.current_damping(state.updates)
         cav, inputs, moment_form = self.pass_inputs(state)
         logz, grads = evidence_derivatives(self._model, inputs, batch.x, batch.y, self.enumerate_limit,
-                                           batch_axis(batch.x), factored=self.gaussian_update == "taylor")
+                                           batch_axis(batch.x),
+                                           factored=self.gaussian_update == "taylor" or self.categorical_update == "series")
         mask = batch.mask & jnp.isfinite(logz)
         n = state.seen
         full = self.likelihood_weight * self._n
@@ -331,9 +349,9 @@ class SEP:
         sites, stats = {}, []
         for site, s in state.sites.items():
             if site in moment_form:
-                derivs = grads[site].expand() if isinstance(grads[site], OuterDerivatives) else grads[site]
                 new, st = ss.update_cat_moments(s, self._nat[site], self._priors[site].values, n, n_new,
-                                                inputs[site], *derivs, mask, damping, self.min_prob)
+                                                inputs[site], grads[site], mask, damping, self.min_prob,
+                                                series=self.categorical_update == "series")
             elif isinstance(s, ss.CatSite):
                 new, st = ss.update_cat(s, self._nat[site], n, n_new, cav[site], grads[site], mask, damping,
                                         self.min_prob)
@@ -343,7 +361,9 @@ class SEP:
                 if self.gaussian_update == "taylor":
                     sums = ss.taylor_sums(m, grads[site], mask)
                 else:
-                    sums = ss.moment_matched_sums(m, v, *grads[site], mask, self.min_ratio)
+                    d = grads[site]
+                    d = d.expand() if isinstance(d, OuterDerivatives) else d
+                    sums = ss.moment_matched_sums(m, v, *d, mask, self.min_ratio)
                 new, st = ss.update_gauss(s, prior, n, n_new, sums, damping)
             sites[site] = new
             stats.append(st)

@@ -24,6 +24,7 @@ Example
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -243,6 +244,20 @@ def _batch_sum(*per_example):
     return tuple(jnp.sum(x.astype(jnp.float32), axis=0) for x in per_example)
 
 
+class CatSums(NamedTuple):
+    """Minibatch sums of per-example categorical sites over the valid examples.
+
+    ``log_sum``: ``sum_n log f_n`` ``[..., K]``; ``count``: valid examples per weight
+    ``[...]``; ``floored``, ``dropped``: totals (int32) of per-example ratios floored at
+    ``RATIO_FLOOR`` (once per example and weight) and of dropped contributions.
+    """
+
+    log_sum: jax.Array
+    count: jax.Array
+    floored: jax.Array
+    dropped: jax.Array
+
+
 def update_cat(site: CatSite, log_p0, n, n_new, probs, dz, mask, damping: float, min_prob: float):
     """SEP update of a categorical site from ``dz = dlogZ/dq(a_k)`` ``[B, ..., K]`` at the cavity ``probs``.
 
@@ -255,59 +270,155 @@ def update_cat(site: CatSite, log_p0, n, n_new, probs, dz, mask, damping: float,
     valid = _bcast(mask, dz[..., 0]) & jnp.all(jnp.isfinite(dz), axis=-1)
     dz = jnp.where(valid[..., None], dz, 0.0)
     ratio = 1.0 + dz - jnp.sum(probs * dz, axis=-1, keepdims=True)
-    return _apply_cat(site, log_p0, n, n_new, jnp.moveaxis(ratio, -1, 0), valid, _bcast(mask, valid), damping,
-                      min_prob)
+    sums = _log_ratio_sums(jnp.moveaxis(ratio, -1, 0), valid, _bcast(mask, valid))
+    return _apply_cat(site, log_p0, n, n_new, sums, damping, min_prob)
 
 
-def update_cat_moments(site: CatSite, log_p0, values, n, n_new, moments, g_mean, g_var, mask, damping: float,
-                       min_prob: float):
-    """SEP update of a categorical site from ``dlogZ/dm``, ``dlogZ/dv`` ``[B, ...]`` at the cavity ``moments``.
+def update_cat_moments(site: CatSite, log_p0, values, n, n_new, moments, derivs, mask, damping: float,
+                       min_prob: float, series: bool = False):
+    """SEP update of a categorical site from ``derivs = (dlogZ/dm, dlogZ/dv)`` ``[B, ...]`` at the cavity ``moments``.
 
     For a weight seen by the moment pass only through its cavity mean ``m`` and variance
     ``v`` (central-limit layers), ``dlogZ/dq(a_k) = g_m a_k + g_v (a_k^2 - 2 m a_k)`` and the
-    ratio of ``update_cat`` becomes ``Z_n(a_k) / Z_n = 1 + g_m (a_k - m) + g_v ((a_k - m)^2 - v)``,
-    the first-order estimate (for binary weights the first-order effect is EBP's
-    ``q(w) ~ exp(h w)``). It is the same update as ``update_cat`` fed with those ``dz``, but
-    every array is ``[B, ...]`` per support value: the per-example derivatives are
-    ``2`` numbers per weight instead of ``K``, and nothing reduces over ``K`` per example.
+    ratio of ``update_cat`` becomes ``Z_n(a_k) / Z_n = 1 + eps_nk`` with
+    ``eps_nk = g_m (a_k - m) + g_v ((a_k - m)^2 - v)``, the first-order estimate (for binary
+    weights the first-order effect is EBP's ``q(w) ~ exp(h w)``). It is the same update as
+    ``update_cat`` fed with those ``dz``, but every array is ``[B, ...]`` per support value:
+    the per-example derivatives are ``2`` numbers per weight instead of ``K``, and nothing
+    reduces over ``K`` per example. ``derivs`` may be a factored
+    ``moments_grad.OuterDerivatives``; with ``series`` its minibatch sums of ``log(1 + eps)``
+    are matrix products (``outer_series_sums``), otherwise it is expanded.
     """
+    if isinstance(derivs, OuterDerivatives):
+        if series:
+            sums = outer_series_sums(values, moments, derivs, mask)
+            return _apply_cat(site, log_p0, n, n_new, sums, damping, min_prob)
+        derivs = derivs.expand()
+    ratio, valid = _moment_form_ratio(values, moments, *derivs, mask)
+    return _apply_cat(site, log_p0, n, n_new, _log_ratio_sums(ratio, valid, _bcast(mask, valid)), damping,
+                      min_prob)
+
+
+def _moment_form_ratio(values, moments, g_mean, g_var, mask):
+    """``1 + eps`` ``[K, B, ...]`` of ``update_cat_moments`` and the valid entries ``[B, ...]``."""
     values = np.asarray(values, np.float32)
     mean, var = moments  # the cavity's, as the moment pass saw them
     valid = _bcast(mask, g_mean) & jnp.isfinite(g_mean) & jnp.isfinite(g_var)
     g_mean, g_var = jnp.where(valid, g_mean, 0.0), jnp.where(valid, g_var, 0.0)
     dev = values.reshape((-1,) + (1,) * mean.ndim) - mean  # a_k - m, [K, ...]
-    ratio = 1.0 + g_mean[None] * dev[:, None] + g_var[None] * (dev**2 - var)[:, None]  # [K, B, ...]
-    return _apply_cat(site, log_p0, n, n_new, ratio, valid, _bcast(mask, valid), damping, min_prob)
+    return 1.0 + g_mean[None] * dev[:, None] + g_var[None] * (dev**2 - var)[:, None], valid
 
 
-def _apply_cat(site: CatSite, log_p0, n, n_new, ratio, valid, live, damping: float, min_prob: float):
-    """Average the per-example sites ``log ratio`` (``ratio`` is ``[K, B, ...]``: support value first).
+# ``outer_series_sums``: the order of the series, the largest |eps| it is used for, the share
+# of the second-order term its remainder may reach, and the part of a layer's weights (1 in
+# SERIES_BUDGET) that may instead take per-example logarithms without evaluating all of them.
+SERIES_ORDER = 3
+SERIES_RADIUS = 0.5
+SERIES_SHARE = 0.1
+SERIES_BUDGET = 8
+
+
+def outer_series_sums(values, moments, d: OuterDerivatives, mask) -> CatSums:
+    """``sum_n log(1 + eps_n)`` of ``update_cat_moments`` for factored derivatives, by matrix products.
+
+    With ``d log Z_n / d m_ij = x_ni g_nj`` and ``d log Z_n / d v_ij = x_ni^2 s_nj``,
+    ``eps_nijk = x_ni g_nj D_ijk + x_ni^2 s_nj E_ijk`` (``D = a_k - m``, ``E = D^2 - v``), so
+    every power sum ``sum_n eps^p = sum_q C(p, q) D^q E^(p-q) [(x^(2p-q))^T (g^q s^(p-q))]_ij``
+    is a sum of ``p + 1`` matrix products, and ``log(1 + eps) = eps - eps^2 / 2 + eps^3 / 3 - ...``
+    is summed over the minibatch without building ``[B, F, H]``. The same products bound
+    ``S = sum_n |eps_n|^4 >= max_n |eps_n|^4``. A weight keeps the series where, for every
+    value, ``r = S^(1/4) <= SERIES_RADIUS`` and the remainder ``S / (4 (1 - r))`` is at
+    most ``SERIES_SHARE`` of the second-order term ``sum_n eps_n^2 / 2``; the moment-form
+    ratio ``1 + eps`` is itself accurate only to that second order, so this adds a tenth of
+    the update's own error at most. The other weights (up to one in ``SERIES_BUDGET``) get
+    per-example logarithms; if there are more, the whole layer does.
+    """
+    values = np.asarray(values, np.float32)
+    mean, var = moments  # [F, H]
+    ok = mask[:, None] & jnp.isfinite(d.g) & jnp.isfinite(d.s)  # [B, H]
+    x = jnp.where(mask[:, None], d.x, 0.0)
+    g, s = jnp.where(ok, d.g, 0.0), jnp.where(ok, d.s, 0.0)
+    dev = values[:, None, None] - mean  # [K, F, H]
+    sq = dev**2 - var
+    order = SERIES_ORDER
+    signed = [(p, q) for p in range(1, order + 1) for q in range(p + 1)]
+    absolute = [(order + 1, q) for q in range(order + 2)]
+    left = jnp.stack([x ** (2 * p - q) for p, q in signed] + [jnp.abs(x) ** (2 * p - q) for p, q in absolute])
+    right = jnp.stack([g**q * s ** (p - q) for p, q in signed]
+                      + [jnp.abs(g) ** q * jnp.abs(s) ** (p - q) for p, q in absolute])
+    products = iter(jnp.einsum("tbf,tbh->tfh", left, right))  # [T, F, H]
+
+    def power_sum(p, d_, e_):  # sum_n eps^p (or its bound, with |D| and |E|), [K, F, H]
+        return sum(math.comb(p, q) * d_**q * e_ ** (p - q) * next(products) for q in range(p + 1))
+
+    powers = [power_sum(p, dev, sq) for p in range(1, order + 1)]
+    log_sum = sum((-1) ** p / (p + 1) * eps_p for p, eps_p in enumerate(powers))  # eps - eps^2/2 + ...
+    bound = power_sum(order + 1, jnp.abs(dev), jnp.abs(sq))
+    radius = bound ** (1.0 / (order + 1))
+    remainder = bound / ((order + 1) * (1.0 - jnp.minimum(radius, SERIES_RADIUS)))
+    trusted = jnp.all((radius <= SERIES_RADIUS) & (remainder <= SERIES_SHARE * powers[1] / 2), axis=0)  # [F, H]
+    count = jnp.broadcast_to(jnp.sum(ok, axis=0, dtype=jnp.float32), mean.shape)
+    dropped = (d.x.shape[1] * jnp.sum(mask[:, None] & ~ok)).astype(jnp.int32)
+    budget = max(1, mean.size // SERIES_BUDGET)
+    untrusted = jnp.sum(~trusted)
+
+    log_sum = jnp.moveaxis(log_sum, 0, -1)  # [F, H, K]
+
+    def patched():
+        # Padding indices (F, H) are out of range: gathers clip them, the scatter drops them.
+        # Rows of the transposed factors are gathered, and the example axis stays last: XLA on
+        # CPU fuses column gathers into the elementwise work, element by element (7x slower).
+        i, j = jnp.nonzero(~trusted, size=budget, fill_value=mean.shape)
+        gi, gj = jnp.minimum(i, mean.shape[0] - 1), jnp.minimum(j, mean.shape[1] - 1)
+        xi, gj_, sj = x.T[gi], g.T[gj], s.T[gj]  # [budget, B]
+        dev_ij = values[:, None] - mean[gi, gj]  # [K, budget]
+        ratio = 1.0 + (xi * gj_)[None] * dev_ij[..., None] + (xi**2 * sj)[None] * (dev_ij**2 - var[gi, gj])[..., None]
+        live = ok.T[gj] & (i < mean.shape[0])[:, None]  # [budget, B]
+        exact = jnp.sum(jnp.where(live, jnp.log(jnp.maximum(ratio, RATIO_FLOOR)), 0.0), axis=-1)  # [K, budget]
+        floored = _count(live & jnp.any(ratio < RATIO_FLOOR, axis=0))
+        return CatSums(log_sum.at[i, j].set(exact.T, mode="drop"), count, floored, dropped)
+
+    def every():
+        ratio, valid = _moment_form_ratio(values, moments, *d.expand(), mask)
+        return _log_ratio_sums(ratio, valid, _bcast(mask, valid))
+
+    return jax.lax.cond(untrusted <= budget, patched, every)
+
+
+def _log_ratio_sums(ratio, valid, live) -> CatSums:
+    """Sums of ``log ratio`` (``ratio`` ``[K, B, ...]``: support value first) over the valid examples.
 
     Ratios below ``RATIO_FLOOR`` (a linear estimate that went non-positive) are floored and
-    counted as clipped (once per example and weight); after the averaged update every
-    probability of ``q`` is kept ``>= min_prob`` (counted) so that no value becomes
-    impossible. Sites are centred over ``K``; centring commutes with the sum over examples,
-    so it is applied once to the sum. The support axis comes first because XLA on CPU fuses
-    a per-example reduction over a trailing ``K`` axis badly (several times slower).
+    counted. The support axis comes first because XLA on CPU fuses a per-example reduction
+    over a trailing ``K`` axis badly (several times slower).
     """
     per_value = [jnp.where(valid, jnp.log(jnp.maximum(r, RATIO_FLOOR)), 0.0) for r in ratio]
     *log_sum, count, floored, dropped = _batch_sum(*per_value, valid, valid & jnp.any(ratio < RATIO_FLOOR, axis=0),
                                                    live & ~valid)
-    log_sum = jnp.stack(log_sum, axis=-1)  # sum_n log f_n, [..., K]
-    count = count[..., None]
-    diff = log_sum - log_sum.mean(-1, keepdims=True) - count * site.logf
+    return CatSums(jnp.stack(log_sum, axis=-1), count, _count(floored), _count(dropped))
+
+
+def _apply_cat(site: CatSite, log_p0, n, n_new, sums: CatSums, damping: float, min_prob: float):
+    """Average the per-example sites of the minibatch ``sums`` into the SEP update of ``site``.
+
+    After the averaged update every probability of ``q`` is kept ``>= min_prob`` (counted)
+    so that no value becomes impossible. Sites are centred over ``K``; centring commutes
+    with the sum over examples, so it is applied once to the sum.
+    """
+    log_sum = sums.log_sum
+    diff = log_sum - log_sum.mean(-1, keepdims=True) - sums.count[..., None] * site.logf
     logf = site.logf + damping * diff / n_new
     logq = log_p0 + n_new * logf
     logq = logq - jax.nn.logsumexp(logq, axis=-1, keepdims=True)
     floor = np.log(min_prob)
-    clipped = jnp.sum(jnp.any(logq < floor, axis=-1)) + _count(floored)
+    clipped = jnp.sum(jnp.any(logq < floor, axis=-1)) + sums.floored
     logq = jnp.maximum(logq, floor)
     logf = (logq - log_p0) / n_new
     logf = logf - logf.mean(-1, keepdims=True)
     ok = jnp.all(jnp.isfinite(logf), axis=-1)
     new = CatSite(jnp.where(ok[..., None], logf, site.logf))
     change = jnp.sum((n_new * new.logf - n * site.logf) ** 2)
-    return new, UpdateStats(_count(dropped), jnp.sum(~ok), clipped, change, jnp.asarray(site.logf.size))
+    return new, UpdateStats(sums.dropped, jnp.sum(~ok), clipped, change, jnp.asarray(site.logf.size))
 
 
 __all__ = [
@@ -327,4 +438,6 @@ __all__ = [
     "update_gauss",
     "update_cat",
     "update_cat_moments",
+    "CatSums",
+    "outer_series_sums",
 ]
