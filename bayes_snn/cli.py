@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import presets
 from .inference import SEP, VI, Posterior, RateBackprop, SurrogateGradient, fit, select
-from .inference.sep import GAUSSIAN_UPDATES
+from .inference.sep import CATEGORICAL_UPDATES, GAUSSIAN_UPDATES
 
 
 def _surrogate(epochs, batch_size):
@@ -54,7 +54,8 @@ DEFAULT_METHOD = "sep"
 # VI its inverse as the KL weight (both fit p0(W) p(D | W)^likelihood_weight).
 TEMPERING = {"sep": ("likelihood_weight", lambda lam: lam), "svi": ("kl_weight", lambda lam: 1.0 / lam)}
 # Backend settings the CLI passes through as they are: flag destination -> methods that have it.
-METHOD_SETTINGS = {"damping": ("sep",), "anneal": ("sep",), "enumerate_limit": ("sep",), "gaussian_update": ("sep",)}
+METHOD_SETTINGS = {"damping": ("sep",), "anneal": ("sep",), "enumerate_limit": ("sep",), "gaussian_update": ("sep",),
+                   "categorical_update": ("sep",)}
 DEVICES = ("ideal",)
 
 
@@ -115,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sep: how each example's Gaussian site is formed: moment_match (default, exact) or taylor "
                         "(second order in the cavity mean, summed by matrix products in the first layer: steps "
                         "about 2x faster on digits, 40x with 784 inputs)")
+    f.add_argument("--categorical-update", choices=CATEGORICAL_UPDATES, default=None,
+                   help="sep: how a discrete first layer's per-example sites are summed: per_example (default, "
+                        "a logarithm each) or series (a power series summed by matrix products where its "
+                        "remainder bound allows, per-example logarithms elsewhere)")
     f.add_argument("--device", default="ideal", help=f"one of {', '.join(DEVICES)}")
     f.add_argument("--out", type=Path, default=None, help="write metrics.json and posterior.npz here")
     f.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -69,6 +69,8 @@ def test_evaluate_reproduces_fit_metrics(fitted, capsys):
         (["fit", "--method", "svi", "--enumerate-limit", "0"], "--enumerate-limit applies to --method sep"),
         (["fit", "--gaussian-update", "newton"], "--gaussian-update: invalid choice: 'newton'"),
         (["fit", "--method", "surrogate", "--gaussian-update", "taylor"], "--gaussian-update applies to --method sep"),
+        (["fit", "--categorical-update", "log"], "--categorical-update: invalid choice: 'log'"),
+        (["fit", "--method", "svi", "--categorical-update", "series"], "--categorical-update applies to --method sep"),
         (["fit", "--input-gain", "0"], "--input-gain must be a positive number"),
         (["frobnicate"], "invalid choice"),
     ],
@@ -130,12 +132,12 @@ def test_sep_settings_reach_the_backend_and_are_recorded(tmp_path, capsys, monke
     real_fit = cli.fit
     monkeypatch.setattr(cli, "fit", lambda model, data, m, **kw: fits.append(m) or real_fit(model, data, m, **kw))
     code, _, err = run(["fit", *SMALL, "--damping", "1", "--anneal", "--enumerate-limit", "0", "--gaussian-update",
-                        "taylor", "--out", str(tmp_path)], capsys)
+                        "taylor", "--categorical-update", "series", "--out", str(tmp_path)], capsys)
     assert code == 0, err
-    settings = ("damping", "anneal", "enumerate_limit", "gaussian_update")
-    assert tuple(getattr(fits[-1], name) for name in settings) == (1.0, True, 0, "taylor")
+    settings = ("damping", "anneal", "enumerate_limit", "gaussian_update", "categorical_update")
+    assert tuple(getattr(fits[-1], name) for name in settings) == (1.0, True, 0, "taylor", "series")
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert tuple(metrics[name] for name in settings) == (1.0, True, 0, "taylor")
+    assert tuple(metrics[name] for name in settings) == (1.0, True, 0, "taylor", "series")
 
 
 def test_input_gain_reaches_the_model_and_is_recorded(tmp_path, capsys, monkeypatch):
