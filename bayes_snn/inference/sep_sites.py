@@ -347,7 +347,7 @@ def outer_series_sums(values, moments, d: OuterDerivatives, mask) -> CatSums:
     most ``SERIES_SHARE`` of the second-order term ``sum_n eps_n^2 / 2``; the moment-form
     ratio ``1 + eps`` is itself accurate only to that second order, so this adds a tenth of
     the update's own error at most. The other weights (up to one in ``SERIES_BUDGET``) get
-    per-example logarithms; if there are more, the whole layer does.
+    per-example logarithms, gathered by index; if there are more, the whole layer does.
     """
     values = np.asarray(values, np.float32)
     mean, var = moments  # [F, H]
@@ -398,7 +398,8 @@ def outer_series_sums(values, moments, d: OuterDerivatives, mask) -> CatSums:
         ratio, valid = _moment_form_ratio(values, moments, *d.expand(), mask)
         return _log_ratio_sums(ratio, valid, _bcast(mask, valid))
 
-    return jax.lax.cond(untrusted <= budget, patched, every)
+    branch = (untrusted > 0).astype(jnp.int32) + (untrusted > budget)
+    return jax.lax.switch(branch, [lambda: CatSums(log_sum, count, jnp.int32(0), dropped), patched, every])
 
 
 def _log_ratio_sums(ratio, valid, live) -> CatSums:
