@@ -337,9 +337,9 @@ class SEP:
         batch = self._shard(batch)
         damping = self.current_damping(state.updates)
         cav, inputs, moment_form = self.pass_inputs(state)
+        factored = self.gaussian_update == "taylor" or self.categorical_update == "series"  # matrix-product sums
         logz, grads = evidence_derivatives(self._model, inputs, batch.x, batch.y, self.enumerate_limit,
-                                           batch_axis(batch.x),
-                                           factored=self.gaussian_update == "taylor" or self.categorical_update == "series")
+                                           batch_axis(batch.x), factored=factored)
         mask = batch.mask & jnp.isfinite(logz)
         n = state.seen
         full = self.likelihood_weight * self._n

@@ -342,12 +342,13 @@ def outer_series_sums(values, moments, d: OuterDerivatives, mask) -> CatSums:
     every power sum ``sum_n eps^p = sum_q C(p, q) D^q E^(p-q) [(x^(2p-q))^T (g^q s^(p-q))]_ij``
     is a sum of ``p + 1`` matrix products, and ``log(1 + eps) = eps - eps^2 / 2 + eps^3 / 3 - ...``
     is summed over the minibatch without building ``[B, F, H]``. The same products bound
-    ``S = sum_n |eps_n|^4 >= max_n |eps_n|^4``. A weight keeps the series where, for every
-    value, ``r = S^(1/4) <= SERIES_RADIUS`` and the remainder ``S / (4 (1 - r))`` is at
-    most ``SERIES_SHARE`` of the second-order term ``sum_n eps_n^2 / 2``; the moment-form
-    ratio ``1 + eps`` is itself accurate only to that second order, so this adds a tenth of
-    the update's own error at most. The other weights (up to one in ``SERIES_BUDGET``) get
-    per-example logarithms, gathered by index; if there are more, the whole layer does.
+    ``S = sum_n |eps_n|^4 >= max_n |eps_n|^4`` (``SERIES_ORDER = 3``). A weight keeps the
+    series where, for every value, ``r = S^(1/4) <= SERIES_RADIUS`` and the remainder
+    bound ``S / (4 (1 - r))`` is at most ``SERIES_SHARE`` of the second-order term
+    ``sum_n eps_n^2 / 2``. The ratio ``1 + eps`` is a first-order estimate whose own error
+    is of that second order, so the series adds at most a tenth of it. The other weights
+    (up to one in ``SERIES_BUDGET``) get per-example logarithms, gathered by index; if there
+    are more, the whole layer does.
     """
     values = np.asarray(values, np.float32)
     mean, var = moments  # [F, H]
@@ -372,7 +373,8 @@ def outer_series_sums(values, moments, d: OuterDerivatives, mask) -> CatSums:
     bound = power_sum(order + 1, jnp.abs(dev), jnp.abs(sq))
     radius = bound ** (1.0 / (order + 1))
     remainder = bound / ((order + 1) * (1.0 - jnp.minimum(radius, SERIES_RADIUS)))
-    trusted = jnp.all((radius <= SERIES_RADIUS) & (remainder <= SERIES_SHARE * powers[1] / 2), axis=0)  # [F, H]
+    trusted = (radius <= SERIES_RADIUS) & (remainder <= SERIES_SHARE * powers[1] / 2)
+    trusted = jnp.all(trusted, axis=0)  # [F, H]: for every support value
     count = jnp.broadcast_to(jnp.sum(ok, axis=0, dtype=jnp.float32), mean.shape)
     dropped = (d.x.shape[1] * jnp.sum(mask[:, None] & ~ok)).astype(jnp.int32)
     budget = max(1, mean.size // SERIES_BUDGET)
@@ -380,26 +382,28 @@ def outer_series_sums(values, moments, d: OuterDerivatives, mask) -> CatSums:
 
     log_sum = jnp.moveaxis(log_sum, 0, -1)  # [F, H, K]
 
-    def patched():
+    def patched():  # per-example logarithms for the untrusted weights only
         # Padding indices (F, H) are out of range: gathers clip them, the scatter drops them.
         # Rows of the transposed factors are gathered, and the example axis stays last: XLA on
         # CPU fuses column gathers into the elementwise work, element by element (7x slower).
         i, j = jnp.nonzero(~trusted, size=budget, fill_value=mean.shape)
-        gi, gj = jnp.minimum(i, mean.shape[0] - 1), jnp.minimum(j, mean.shape[1] - 1)
-        xi, gj_, sj = x.T[gi], g.T[gj], s.T[gj]  # [budget, B]
-        dev_ij = values[:, None] - mean[gi, gj]  # [K, budget]
-        ratio = 1.0 + (xi * gj_)[None] * dev_ij[..., None] + (xi**2 * sj)[None] * (dev_ij**2 - var[gi, gj])[..., None]
-        live = ok.T[gj] & (i < mean.shape[0])[:, None]  # [budget, B]
+        ci, cj = jnp.minimum(i, mean.shape[0] - 1), jnp.minimum(j, mean.shape[1] - 1)
+        x_r, g_r, s_r = x.T[ci], g.T[cj], s.T[cj]  # [budget, B]
+        dev_r = values[:, None] - mean[ci, cj]  # [K, budget]
+        ratio = 1.0 + (x_r * g_r)[None] * dev_r[..., None] + (x_r**2 * s_r)[None] * (dev_r**2 - var[ci, cj])[..., None]
+        live = ok.T[cj] & (i < mean.shape[0])[:, None]  # [budget, B]
         exact = jnp.sum(jnp.where(live, jnp.log(jnp.maximum(ratio, RATIO_FLOOR)), 0.0), axis=-1)  # [K, budget]
         floored = _count(live & jnp.any(ratio < RATIO_FLOOR, axis=0))
         return CatSums(log_sum.at[i, j].set(exact.T, mode="drop"), count, floored, dropped)
 
-    def every():
+    def per_example():
         ratio, valid = _moment_form_ratio(values, moments, *d.expand(), mask)
         return _log_ratio_sums(ratio, valid, _bcast(mask, valid))
 
-    branch = (untrusted > 0).astype(jnp.int32) + (untrusted > budget)
-    return jax.lax.switch(branch, [lambda: CatSums(log_sum, count, jnp.int32(0), dropped), patched, every])
+    def series():
+        return CatSums(log_sum, count, jnp.int32(0), dropped)
+
+    return jax.lax.switch((untrusted > 0).astype(jnp.int32) + (untrusted > budget), [series, patched, per_example])
 
 
 def _log_ratio_sums(ratio, valid, live) -> CatSums:
