@@ -65,8 +65,8 @@ def test_series_stays_within_its_remainder_bound(values):
 @pytest.mark.parametrize("values", [BINARY, TERNARY])
 def test_weights_beyond_the_series_get_per_example_logs(values):
     d, moments, mask = _case(jax.random.PRNGKey(1), values, scale=0.02)
-    # Unit 0 sees large derivatives: its 16 weights (the budget, 16 * 8 / 8) leave the series,
-    # some of its ratios fall below the floor, and no other unit is affected.
+    # Unit 0 sees large derivatives: its 16 weights leave the series (two chunks of
+    # 16 * 8 / SERIES_CHUNK = 8), some of its ratios fall below the floor, and no other unit is affected.
     d = d._replace(g=d.g.at[:, 0].mul(400.0), s=d.s.at[:, 0].mul(400.0**2))
     got = sep_sites.outer_series_sums(values, moments, d, mask)
     want, second = _reference(values, moments, d, mask)
@@ -78,7 +78,7 @@ def test_weights_beyond_the_series_get_per_example_logs(values):
     _assert_counts_equal(got, want)
 
 
-def test_a_layer_beyond_the_budget_takes_per_example_logs_everywhere():
+def test_a_layer_beyond_the_series_takes_per_example_logs_everywhere():
     d, moments, mask = _case(jax.random.PRNGKey(2), TERNARY, scale=3.0)
     got = sep_sites.outer_series_sums(TERNARY, moments, d, mask)
     want, _ = _reference(TERNARY, moments, d, mask)
