@@ -203,7 +203,7 @@ class SEP:
         fed by the ``Direct``-encoded data, the power series of ``log(1 + eps_n)`` to third
         order, whose minibatch sums are matrix products; weights where a bound on its
         remainder exceeds a tenth of the second-order term (the first-order ratio's own
-        error), or where some ``|eps_n| > 1/2``, get the per-example logarithms (see
+        error), or where the bound on ``|eps_n|`` exceeds 1/2, get the per-example logarithms (see
         ``sep_sites.outer_series_sums``). Other layers are unaffected.
     mesh : jax.sharding.Mesh, optional
         Shard every minibatch over ``mesh.axis_names[0]`` (``batch_size`` must be divisible
