@@ -77,8 +77,7 @@ def run(dataset: str, weights: str, neuron: str, calls: int, repeats: int, batch
     _, inputs, _ = sep.pass_inputs(sep_state)  # what the SEP step differentiates
     log_z = lambda mom, xi, yi: moments.log_evidence(model, mom, xi, yi)
     forward = jax.jit(jax.vmap(log_z, in_axes=(None, 0, 0)))
-    factored = gaussian_update == "taylor" or categorical_update == "series"  # as in SEP.step
-    with_grad = jax.jit(lambda mom, xb, yb: evidence_derivatives(model, mom, xb, yb, factored=factored))
+    with_grad = jax.jit(lambda mom, xb, yb: evidence_derivatives(model, mom, xb, yb, factored=sep.factored))
     surrogate = inference.SurrogateGradient(batch_size=batch_size)
     sur_state = surrogate.init(key, model, x, y)
     row = {

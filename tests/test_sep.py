@@ -570,7 +570,7 @@ def test_taylor_sites_are_moment_matching_to_first_order_in_the_cavity_variance(
     k = g**2 - 2 * h
     taylor = sep_sites.taylor_sums(m, (g, h), mask)
     for v in (1e-2, 1e-3):
-        exact = sep_sites.moment_matched_sums(m, jnp.full((4, 3), v), g, h, mask, 1e-3)
+        exact = sep_sites.moment_matched_sums(m, jnp.full((4, 3), v), (g, h), mask, 1e-3)
         lam_first = v * jnp.sum(k**2, 0)
         r_first = m * lam_first + v * jnp.sum(g * k, 0)
         # The remainders are geometric series in v k: relative to the first-order terms they

@@ -77,7 +77,7 @@ from ..priors import DiscreteGrid, is_discrete
 from . import moments as mp
 from . import sep_laplace
 from . import sep_sites as ss
-from .moments_grad import OuterDerivatives, evidence_derivatives
+from .moments_grad import evidence_derivatives
 from .result import PREDICTORS
 
 
@@ -324,6 +324,11 @@ class SEP:
         inputs = {site: mp.mean_var(c, self._priors[site]) if site in moment_form else c for site, c in cav.items()}
         return cav, inputs, moment_form
 
+    @property
+    def factored(self) -> bool:
+        """Whether the step takes the ``Direct``-fed layer's derivatives factored (for matrix-product sums)."""
+        return self.gaussian_update == "taylor" or self.categorical_update == "series"
+
     def current_damping(self, updates: jax.Array):
         """The damping of update number ``updates`` (constant unless ``anneal``)."""
         if not self.anneal:
@@ -337,9 +342,8 @@ class SEP:
         batch = self._shard(batch)
         damping = self.current_damping(state.updates)
         cav, inputs, moment_form = self.pass_inputs(state)
-        factored = self.gaussian_update == "taylor" or self.categorical_update == "series"  # matrix-product sums
         logz, grads = evidence_derivatives(self._model, inputs, batch.x, batch.y, self.enumerate_limit,
-                                           batch_axis(batch.x), factored=factored)
+                                           batch_axis(batch.x), factored=self.factored)
         mask = batch.mask & jnp.isfinite(logz)
         n = state.seen
         full = self.likelihood_weight * self._n
@@ -361,9 +365,7 @@ class SEP:
                 if self.gaussian_update == "taylor":
                     sums = ss.taylor_sums(m, grads[site], mask)
                 else:
-                    d = grads[site]
-                    d = d.expand() if isinstance(d, OuterDerivatives) else d
-                    sums = ss.moment_matched_sums(m, v, *d, mask, self.min_ratio)
+                    sums = ss.moment_matched_sums(m, v, grads[site], mask, self.min_ratio)
                 new, st = ss.update_gauss(s, prior, n, n_new, sums, damping)
             sites[site] = new
             stats.append(st)

@@ -166,8 +166,15 @@ class GaussSums(NamedTuple):
     dropped: jax.Array
 
 
-def moment_matched_sums(m, v, g, h, mask, min_ratio: float) -> GaussSums:
-    """Sites moment-matched from the cavity ``(m, v)`` with ``g = dlogZ/dm``, ``h = dlogZ/dv`` ``[B, ...]``.
+def _dense_derivatives(derivs) -> tuple:
+    """``(dlogZ/dm, dlogZ/dv)`` ``[B, ...]`` from a pair or a factored ``OuterDerivatives``."""
+    return derivs.expand() if isinstance(derivs, OuterDerivatives) else derivs
+
+
+def moment_matched_sums(m, v, derivs, mask, min_ratio: float) -> GaussSums:
+    """Sites moment-matched from the cavity ``(m, v)`` with ``derivs = (g, h)``, ``g = dlogZ/dm``, ``h = dlogZ/dv``.
+
+    ``derivs`` are ``[B, ...]`` (a factored ``OuterDerivatives`` is expanded).
 
     Each example's tilted distribution has the PBP/ADF moments ``m_n = m + v g`` and
     ``v_n = v (1 - v k)`` with ``k = g^2 - 2h``; its site is ``(m_n / v_n - m / v, 1 / v_n - 1 / v)``.
@@ -176,6 +183,7 @@ def moment_matched_sums(m, v, g, h, mask, min_ratio: float) -> GaussSums:
     example with non-finite derivatives or ``v_n <= min_ratio * v`` is dropped for that
     weight (counted).
     """
+    g, h = _dense_derivatives(derivs)
     k = g**2 - 2.0 * h
     live = _bcast(mask, g)
     shrink = 1.0 - v * jnp.maximum(k, 0.0)
@@ -212,18 +220,26 @@ def taylor_sums(m, derivs, mask) -> GaussSums:
     return GaussSums(m * lam + g_sum, lam, count, _count(clipped), _count(dropped))
 
 
+def _outer_validity(d: OuterDerivatives, mask):
+    """For factored derivatives: ``ok`` ``[B, H]`` (live example, finite unit derivatives), the
+    input with padded examples zeroed ``[B, F]``, valid examples per unit ``[H]`` (the same for
+    every input) and the dropped contributions (int32; a unit's drop covers all its inputs).
+    """
+    ok = mask[:, None] & jnp.isfinite(d.g) & jnp.isfinite(d.s)
+    x = jnp.where(mask[:, None], d.x, 0.0)
+    dropped = (d.x.shape[1] * jnp.sum(mask[:, None] & ~ok, dtype=jnp.float32)).astype(jnp.int32)
+    return ok, x, jnp.sum(ok, axis=0, dtype=jnp.float32), dropped
+
+
 def _outer_taylor_sums(m, d: OuterDerivatives, mask) -> GaussSums:
     """``taylor_sums`` of factored derivatives: every sum over examples is a matrix product."""
     kappa = d.g**2 - 2.0 * d.s  # [B, H]
-    ok = mask[:, None] & jnp.isfinite(d.g) & jnp.isfinite(d.s)
-    x = jnp.where(mask[:, None], d.x, 0.0)  # [B, F], padded examples zeroed
+    ok, x, count, dropped = _outer_validity(d, mask)
     lam = (x**2).T @ jnp.where(ok, jnp.maximum(kappa, 0.0), 0.0)
     g_sum = x.T @ jnp.where(ok, d.g, 0.0)
-    count = jnp.sum(ok, axis=0, dtype=jnp.float32)  # [H], the same for every input
     nonzero = jnp.sum(x != 0, axis=1, dtype=jnp.float32)  # k_n < 0 needs x_n != 0
     clipped = nonzero @ jnp.sum(ok & (kappa < 0), axis=1, dtype=jnp.float32)
-    dropped = d.x.shape[1] * jnp.sum(mask[:, None] & ~ok, dtype=jnp.float32)
-    return GaussSums(m * lam + g_sum, lam, count, clipped.astype(jnp.int32), dropped.astype(jnp.int32))
+    return GaussSums(m * lam + g_sum, lam, count, clipped.astype(jnp.int32), dropped)
 
 
 def update_gauss(site: GaussSite, prior_nat, n, n_new, sums: GaussSums, damping: float):
@@ -305,14 +321,12 @@ def update_cat_moments(site: CatSite, log_p0, values, n, n_new, moments, derivs,
     ``moments_grad.OuterDerivatives``; with ``series`` its minibatch sums of ``log(1 + eps)``
     are matrix products (``outer_series_sums``), otherwise it is expanded.
     """
-    if isinstance(derivs, OuterDerivatives):
-        if series:
-            sums = outer_series_sums(values, moments, derivs, mask)
-            return _apply_cat(site, log_p0, n, n_new, sums, damping, min_prob)
-        derivs = derivs.expand()
-    ratio, valid = _moment_form_ratio(values, moments, *derivs, mask)
-    return _apply_cat(site, log_p0, n, n_new, _log_ratio_sums(ratio, valid, _bcast(mask, valid)), damping,
-                      min_prob)
+    if series and isinstance(derivs, OuterDerivatives):
+        sums = outer_series_sums(values, moments, derivs, mask)
+    else:
+        ratio, valid = _moment_form_ratio(values, moments, *_dense_derivatives(derivs), mask)
+        sums = _log_ratio_sums(ratio, valid, _bcast(mask, valid))
+    return _apply_cat(site, log_p0, n, n_new, sums, damping, min_prob)
 
 
 def _moment_form_ratio(values, moments, g_mean, g_var, mask):
@@ -351,8 +365,8 @@ def outer_series_sums(values, moments, d: OuterDerivatives, mask) -> CatSums:
     """
     values = np.asarray(values, np.float32)
     mean, var = moments  # [F, H]
-    ok = mask[:, None] & jnp.isfinite(d.g) & jnp.isfinite(d.s)  # [B, H]
-    x = jnp.where(mask[:, None], d.x, 0.0)
+    ok, x, count, dropped = _outer_validity(d, mask)
+    count = jnp.broadcast_to(count, mean.shape)
     g, s = jnp.where(ok, d.g, 0.0), jnp.where(ok, d.s, 0.0)
     dev = values[:, None, None] - mean  # [K, F, H]
     sq = dev**2 - var
@@ -374,8 +388,6 @@ def outer_series_sums(values, moments, d: OuterDerivatives, mask) -> CatSums:
     remainder = bound / ((order + 1) * (1.0 - jnp.minimum(radius, SERIES_RADIUS)))
     trusted = (radius <= SERIES_RADIUS) & (remainder <= SERIES_SHARE * powers[1] / 2)
     trusted = jnp.all(trusted, axis=0)  # [F, H]: for every support value
-    count = jnp.broadcast_to(jnp.sum(ok, axis=0, dtype=jnp.float32), mean.shape)
-    dropped = (d.x.shape[1] * jnp.sum(mask[:, None] & ~ok)).astype(jnp.int32)
     chunk = max(1, mean.size // SERIES_CHUNK)
 
     def exact_chunk(carry):  # per-example logarithms for up to ``chunk`` untrusted weights
