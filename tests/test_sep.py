@@ -270,6 +270,29 @@ def test_tempered_ramp_takes_full_steps(seen, full_step):
     np.testing.assert_allclose([float(got.r[0, 0]), float(got.lam[0, 0])], expected, rtol=1e-4)
 
 
+@pytest.mark.parametrize("epochs, lam, counts", [
+    (3, 10.0, [136.0, 424.0, 640.0]),  # ramp_rate (10 - 1) / (3 - 1) = 4.5: lam N in the third epoch
+    (20, 10.0, [80.0, 144.0, 208.0]),  # long enough at one per example (lam N = 640 in epoch 10)
+    (3, 1.0, [64.0, 64.0, 64.0]),  # untempered: the count stops at N
+    (1, 10.0, [80.0]),  # one epoch: no ramp to spread, one per example
+])
+def test_tempered_count_reaches_lam_n_within_the_run(epochs, lam, counts):
+    # N = 64, M = 16: the online start stands for M examples and adds one per example up to
+    # N (after three minibatches); then ``ramp_rate`` per example, up to lam N.
+    x = np.linspace(-1, 1, 64, dtype=np.float32)[:, None]
+    y = 0.5 * x[:, 0]
+    net = Sequential(encoders.Direct(1), Dense(1, gain=1.0, bias=False), readouts.MeanMembrane())
+    sep = SEP(epochs=epochs, batch_size=16, likelihood_weight=lam)
+    state = sep.init(jax.random.PRNGKey(0), Regressor(net, noise=0.5), x, y)
+    batch = Batch(jnp.asarray(x[:16]), jnp.asarray(y[:16]), jnp.ones(16, bool))
+    step, seen = jax.jit(sep.step), []
+    for _ in range(min(epochs, 3)):
+        for _ in range(4):
+            state, _ = step(jax.random.PRNGKey(1), state, batch)
+        seen.append(float(state.seen))
+    assert seen == counts
+
+
 def test_likelihood_weight_below_one_minibatch_per_copy_raises(data):
     # A minibatch would move q by more than all of it: damping M / (lam N) > 1.
     with pytest.raises(ValueError, match="likelihood_weight"):
