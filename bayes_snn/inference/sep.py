@@ -176,10 +176,10 @@ class SEP:
         With ``online_start`` the count grows by one per example seen until it reaches ``N``
         and then by ``ramp_rate = max(1, (lam - 1) / (epochs - 1))`` per example: it
         reaches ``lam N`` after about ``lam`` epochs, or before the end of a shorter run (a
-        one-epoch run ends at about ``N``). Growing by one per example throughout, a 3-epoch run ended
-        at about ``3 N`` whatever ``lam``; on digits (3 epochs, ``lam`` chosen from 1/3/10)
-        reaching ``lam N`` took the ECE of discrete networks from 0.029-0.044 to 0.025-0.029
-        (see the README). Reaching ``lam N`` within the first epoch instead failed (digits,
+        one-epoch run ends at about ``N``). Growing by one per example throughout, a
+        3-epoch run ended at about ``3 N`` whatever ``lam``; on digits (3 epochs, ``lam``
+        chosen from 1/3/10) reaching ``lam N`` took the ECE of discrete networks from
+        0.029-0.044 to 0.025-0.029 (see the README). Reaching ``lam N`` within the first epoch instead failed (digits,
         ``lam = 10``: 61-80 % accuracy). While the count climbs from ``N`` to ``lam N`` the
         steps are full (``damping`` is ignored): each is plain SEP's step at the current
         count, and with ``ramp_rate = 1`` the site stays the running average of every
