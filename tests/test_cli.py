@@ -115,8 +115,8 @@ def test_likelihood_weight_is_chosen_on_held_out_data_and_recorded(method, param
     fits = []
     real_fit = cli.fit
     monkeypatch.setattr(cli, "fit", lambda model, data, m, **kw: fits.append(m) or real_fit(model, data, m, **kw))
-    code, out, err = run(["fit", *SMALL, "--method", method, "--likelihood-weight", "1", "4", "--out", str(tmp_path)],
-                         capsys)
+    code, out, err = run(["fit", *SMALL, "--epochs", "2", "--method", method, "--likelihood-weight", "1", "4",
+                          "--out", str(tmp_path)], capsys)
     assert code == 0, err
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     held_out = metrics["held_out_nll"]

@@ -31,7 +31,7 @@ def test_split_is_a_random_partition_along_the_example_axis():
 
 def test_select_keeps_the_candidate_with_the_lowest_held_out_nll(data):
     model, key = _model(), jax.random.PRNGKey(3)
-    choice = inference.select(model, data, inference.SEP(epochs=1), "likelihood_weight", [1.0, 2.0],
+    choice = inference.select(model, data, inference.SEP(epochs=2), "likelihood_weight", [1.0, 2.0],
                               rng_key=key, num_samples=10)
     assert choice.param == "likelihood_weight" and set(choice.scores) == {1.0, 2.0}
     nll = {v: s["nll"] for v, s in choice.scores.items()}
@@ -39,7 +39,7 @@ def test_select_keeps_the_candidate_with_the_lowest_held_out_nll(data):
     # The score is the held-out NLL of a fit on the rest: reproduce the chosen candidate's.
     k_split, k_fit, k_eval = jax.random.split(key, 3)
     fit_part, valid_part = split(data, 0.2, k_split)
-    post = inference.fit(model, fit_part, inference.SEP(epochs=1, likelihood_weight=choice.best), rng_key=k_fit,
+    post = inference.fit(model, fit_part, inference.SEP(epochs=2, likelihood_weight=choice.best), rng_key=k_fit,
                          progress_bar=False)
     again = post.evaluate(valid_part, k_eval, num_samples=10)
     assert again["nll"] == pytest.approx(nll[choice.best], rel=1e-5)

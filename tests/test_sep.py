@@ -1,5 +1,7 @@
 """Structural tests of the SEP backend: API, shapes, masks, safety, save/load, moments vs MC."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -274,7 +276,7 @@ def test_tempered_ramp_takes_full_steps(seen, full_step):
     (3, 10.0, [136.0, 424.0, 640.0]),  # ramp_rate (10 - 1) / (3 - 1) = 4.5: lam N in the third epoch
     (20, 10.0, [80.0, 144.0, 208.0]),  # long enough at one per example (lam N = 640 in epoch 10)
     (3, 1.0, [64.0, 64.0, 64.0]),  # untempered: the count stops at N
-    (1, 10.0, [80.0]),  # one epoch: no ramp to spread, one per example
+    (1, 10.0, [80.0]),  # one epoch: no ramp to spread, one per example (and a warning)
 ])
 def test_tempered_count_reaches_lam_n_within_the_run(epochs, lam, counts):
     # N = 64, M = 16: the online start stands for M examples and adds one per example up to
@@ -282,7 +284,8 @@ def test_tempered_count_reaches_lam_n_within_the_run(epochs, lam, counts):
     x = np.linspace(-1, 1, 64, dtype=np.float32)[:, None]
     y = 0.5 * x[:, 0]
     net = Sequential(encoders.Direct(1), Dense(1, gain=1.0, bias=False), readouts.MeanMembrane())
-    sep = SEP(epochs=epochs, batch_size=16, likelihood_weight=lam)
+    with pytest.warns(UserWarning, match="epochs >= 2") if epochs == 1 else warnings.catch_warnings():
+        sep = SEP(epochs=epochs, batch_size=16, likelihood_weight=lam)
     state = sep.init(jax.random.PRNGKey(0), Regressor(net, noise=0.5), x, y)
     batch = Batch(jnp.asarray(x[:16]), jnp.asarray(y[:16]), jnp.ones(16, bool))
     step, seen = jax.jit(sep.step), []
@@ -291,6 +294,16 @@ def test_tempered_count_reaches_lam_n_within_the_run(epochs, lam, counts):
             state, _ = step(jax.random.PRNGKey(1), state, batch)
         seen.append(float(state.seen))
     assert seen == counts
+
+
+def test_one_epoch_tempered_run_warns_that_the_count_stays_near_n():
+    with pytest.warns(UserWarning, match="epochs >= 2"):
+        SEP(epochs=1, likelihood_weight=3.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # each of these reaches its count lam N
+        SEP(epochs=2, likelihood_weight=3.0)
+        SEP(epochs=1, likelihood_weight=3.0, online_start=False)
+        SEP(epochs=1)
 
 
 def test_likelihood_weight_below_one_minibatch_per_copy_raises(data):

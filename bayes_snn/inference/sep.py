@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -176,7 +177,7 @@ class SEP:
         With ``online_start`` the count grows by one per example seen until it reaches ``N``
         and then by ``ramp_rate = max(1, (lam - 1) / (epochs - 1))`` per example: it
         reaches ``lam N`` after about ``lam`` epochs, or before the end of a shorter run (a
-        one-epoch run ends at about ``N``). Growing by one per example throughout, a
+        one-epoch run ends at about ``N``, with a warning). Growing by one per example throughout, a
         3-epoch run ended at about ``3 N`` whatever ``lam``; on digits (3 epochs, ``lam``
         chosen from 1/3/10) reaching ``lam N`` took the ECE of discrete networks from
         0.029-0.044 to 0.025-0.029 (see the README). Reaching ``lam N`` within the first epoch instead failed (digits,
@@ -241,6 +242,11 @@ class SEP:
         for flag in ("online_start", "anneal"):
             if not isinstance(getattr(self, flag), bool):
                 raise ValueError(f"{flag} must be a bool; got {getattr(self, flag)!r}")
+        if self.online_start and self.epochs < 2 and self.likelihood_weight > 1:
+            warnings.warn(f"SEP(epochs=1, likelihood_weight={self.likelihood_weight:g}) with online_start ends at a "
+                          "count of about N, not likelihood_weight x N, so the fit is close to likelihood_weight=1: "
+                          "the count ramps to likelihood_weight x N after the first epoch (use epochs >= 2, or "
+                          "online_start=False)", UserWarning, stacklevel=3)
         if not isinstance(self.enumerate_limit, (int, np.integer)) or isinstance(self.enumerate_limit, bool) or \
                 self.enumerate_limit < 0:
             raise ValueError(f"enumerate_limit must be a non-negative integer; got {self.enumerate_limit!r}")
