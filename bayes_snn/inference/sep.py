@@ -177,17 +177,18 @@ class SEP:
         With ``online_start`` the count grows by one per example seen until it reaches ``N``
         and then by ``ramp_rate = max(1, (lam - 1) / (epochs - 1))`` per example: it
         reaches ``lam N`` after about ``lam`` epochs, or before the end of a shorter run (a
-        one-epoch run ends at about ``N``, with a warning). Growing by one per example throughout, a
-        3-epoch run ended at about ``3 N`` whatever ``lam``; on digits (3 epochs, ``lam``
-        chosen from 1/3/10) reaching ``lam N`` took the ECE of discrete networks from
-        0.029-0.044 to 0.025-0.029 (see the README). Reaching ``lam N`` within the first epoch instead failed (digits,
-        ``lam = 10``: 61-80 % accuracy). While the count climbs from ``N`` to ``lam N`` the
-        steps are full (``damping`` is ignored): each is plain SEP's step at the current
-        count, and with ``ramp_rate = 1`` the site stays the running average of every
-        example seen. A damped step would keep part of the random initial site, which the
-        growing count then amplifies (digits LIF, ``lam = 10``, 20 epochs, damping 0.5: 89 %
-        and ECE 0.049 with damped ramp steps). The first ``N`` examples keep the damping,
-        which keeps the initial site long enough to break the symmetry between hidden units.
+        one-epoch run ends at about ``N``, with a warning). Growing by one per example
+        throughout, a 3-epoch run ended at about ``3 N`` whatever ``lam``; on digits (3
+        epochs, ``lam`` chosen from 1/3/10) reaching ``lam N`` took the ECE of discrete
+        networks from 0.029-0.044 to 0.025-0.029 (see the README). Reaching ``lam N`` within
+        the first epoch instead failed (digits, ``lam = 10``: 61-80 % accuracy). While the
+        count climbs from ``N`` to ``lam N`` the steps are full (``damping`` is ignored):
+        each is plain SEP's step at the current count, and with ``ramp_rate = 1`` the site
+        stays the running average of every example seen. A damped step would keep part of
+        the random initial site, which the growing count then amplifies (digits LIF,
+        ``lam = 10``, 20 epochs, damping 0.5: 89 % and ECE 0.049 with damped ramp steps).
+        The first ``N`` examples keep the damping, which keeps the initial site long enough
+        to break the symmetry between hidden units.
         Why temper: mean-field SEP's predictive is underconfident on wide hidden layers
         (digits, 128 single-step units, 20 epochs: 95 % accuracy at mean confidence 0.86,
         ECE 0.10), because the first layer's factors stay near the prior and the hidden
