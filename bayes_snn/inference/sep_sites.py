@@ -336,7 +336,17 @@ def _moment_form_ratio(values, moments, g_mean, g_var, mask):
     valid = _bcast(mask, g_mean) & jnp.isfinite(g_mean) & jnp.isfinite(g_var)
     g_mean, g_var = jnp.where(valid, g_mean, 0.0), jnp.where(valid, g_var, 0.0)
     dev = values.reshape((-1,) + (1,) * mean.ndim) - mean  # a_k - m, [K, ...]
-    return 1.0 + g_mean[None] * dev[:, None] + g_var[None] * (dev**2 - var)[:, None], valid
+    return _first_order_ratio(dev[:, None], var, g_mean[None], g_var[None]), valid
+
+
+def _first_order_ratio(dev, var, g_mean, g_var):
+    """``1 + eps = 1 + g_m (a_k - m) + g_v ((a_k - m)^2 - v)`` with ``dev = a_k - m`` (broadcast)."""
+    return 1.0 + g_mean * dev + g_var * (dev**2 - var)
+
+
+def _floored_log(ratio):
+    """``log ratio`` with ratios below ``RATIO_FLOOR`` floored (a linear estimate can go non-positive)."""
+    return jnp.log(jnp.maximum(ratio, RATIO_FLOOR))
 
 
 # ``outer_series_sums``: the order of the series, the largest |eps| it is used for, the share
@@ -399,9 +409,9 @@ def outer_series_sums(values, moments, d: OuterDerivatives, mask) -> CatSums:
         ci, cj = jnp.minimum(i, mean.shape[0] - 1), jnp.minimum(j, mean.shape[1] - 1)
         x_r, g_r, s_r = x.T[ci], g.T[cj], s.T[cj]  # [chunk, B]
         dev_r = values[:, None] - mean[ci, cj]  # [K, chunk]
-        ratio = 1.0 + (x_r * g_r)[None] * dev_r[..., None] + (x_r**2 * s_r)[None] * (dev_r**2 - var[ci, cj])[..., None]
+        ratio = _first_order_ratio(dev_r[..., None], var[ci, cj][:, None], (x_r * g_r)[None], (x_r**2 * s_r)[None])
         live = ok.T[cj] & (i < mean.shape[0])[:, None]  # [chunk, B]
-        exact = jnp.sum(jnp.where(live, jnp.log(jnp.maximum(ratio, RATIO_FLOOR)), 0.0), axis=-1)  # [K, chunk]
+        exact = jnp.sum(jnp.where(live, _floored_log(ratio), 0.0), axis=-1)  # [K, chunk]
         floored = floored + _count(live & jnp.any(ratio < RATIO_FLOOR, axis=0))
         return log_sum.at[i, j].set(exact.T, mode="drop"), untrusted.at[i, j].set(False, mode="drop"), floored
 
@@ -419,7 +429,7 @@ def _log_ratio_sums(ratio, valid, live) -> CatSums:
     counted. The support axis comes first because XLA on CPU fuses a per-example reduction
     over a trailing ``K`` axis badly (several times slower).
     """
-    per_value = [jnp.where(valid, jnp.log(jnp.maximum(r, RATIO_FLOOR)), 0.0) for r in ratio]
+    per_value = [jnp.where(valid, _floored_log(r), 0.0) for r in ratio]
     *log_sum, count, floored, dropped = _batch_sum(*per_value, valid, valid & jnp.any(ratio < RATIO_FLOOR, axis=0),
                                                    live & ~valid)
     return CatSums(jnp.stack(log_sum, axis=-1), count, _count(floored), _count(dropped))
