@@ -95,9 +95,11 @@ def fit(
     xj, yj = jnp.asarray(x), jnp.asarray(y)
 
     @jax.jit
-    def train_step(key, state, xj, yj, idx, mask):
-        batch = Batch(jnp.take(xj, idx, axis=axis), yj[idx], mask)
-        return method.step(key, state, batch)
+    def train_step(k_steps, b, state, xj, yj, idx, mask):
+        # Key, indices and mask of batch ``b`` are taken inside the jitted step: done outside,
+        # each is a dispatch of its own, and together they cost more than a small network's step.
+        batch = Batch(jnp.take(xj, idx[b], axis=axis), yj[idx[b]], mask[b])
+        return method.step(jax.random.fold_in(k_steps, b), state, batch)
 
     batch_size = min(method.batch_size, n)
     num_batches = -(-n // batch_size)
@@ -107,7 +109,7 @@ def fit(
         idx, mask = minibatch_indices(k_perm, n, batch_size)
         t0, infos = time.perf_counter(), []
         for b in range(num_batches):
-            state, info = train_step(jax.random.fold_in(k_steps, b), state, xj, yj, idx[b], mask[b])
+            state, info = train_step(k_steps, b, state, xj, yj, idx, mask)
             infos.append(info)
             bar.update()
         summary = _summarise(infos)
