@@ -117,9 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(second order in the cavity mean, summed by matrix products in the first layer: steps "
                         "about 2x faster on digits, 40x with 784 inputs)")
     f.add_argument("--categorical-update", choices=CATEGORICAL_UPDATES, default=None,
-                   help="sep: how a discrete first layer's per-example sites are summed: per_example (default, "
-                        "a logarithm each) or series (a power series summed by matrix products where its "
-                        "remainder bound allows, per-example logarithms elsewhere)")
+                   help="sep: how the per-example sites of discrete weights in moment form are summed: "
+                        "per_example (default, a logarithm each), series (a power series summed by matrix "
+                        "products where its remainder bound allows, per-example logarithms elsewhere) or taylor "
+                        "(the second-order expansion of log Z in the weight's value, summed by matrix products)")
     f.add_argument("--device", default="ideal", help=f"one of {', '.join(DEVICES)}")
     f.add_argument("--out", type=Path, default=None, help="write metrics.json and posterior.npz here")
     f.add_argument("--no-progress", action="store_true", help="hide the progress bar")

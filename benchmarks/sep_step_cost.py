@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     p.add_argument("--weights", nargs="+", default=["gaussian", "binary", "ternary"])
     p.add_argument("--gaussian-update", choices=["moment_match", "taylor"], default="moment_match",
                    help="SEP's gaussian_update")
-    p.add_argument("--categorical-update", choices=["per_example", "series"], default="per_example",
+    p.add_argument("--categorical-update", choices=["per_example", "series", "taylor"], default="per_example",
                    help="SEP's categorical_update")
     args = p.parse_args(argv)
     rows = [run(d, w, neuron, args.calls, args.repeats, args.batch_size, args.gaussian_update,

@@ -222,7 +222,7 @@ def main(argv=None) -> int:
                         "central limit (moment form) instead of summing over their weights exactly")
     p.add_argument("--gaussian-update", choices=["moment_match", "taylor"], default=None,
                    help="SEP's gaussian_update (default: SEP's own, moment_match)")
-    p.add_argument("--categorical-update", choices=["per_example", "series"], default=None,
+    p.add_argument("--categorical-update", choices=["per_example", "series", "taylor"], default=None,
                    help="SEP's categorical_update (default: SEP's own, per_example)")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one JSON config, print its row
     args = p.parse_args(argv)

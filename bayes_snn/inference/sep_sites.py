@@ -197,7 +197,7 @@ def moment_matched_sums(m, v, derivs, mask, min_ratio: float) -> GaussSums:
     return GaussSums(r, lam, count, _count(clipped), _count(dropped))
 
 
-def taylor_sums(m, derivs, mask) -> GaussSums:
+def taylor_sums(m, derivs, mask, clip: bool = True) -> GaussSums:
     """Sites from the second-order expansion of each ``log Z_n`` in the weight's cavity mean ``m``.
 
     ``derivs`` is ``(g, h)`` ``[B, ...]`` as in ``moment_matched_sums`` or a factored
@@ -206,15 +206,20 @@ def taylor_sums(m, derivs, mask) -> GaussSums:
     ``moment_matched_sums``) and ``r_n = m k_n + g``: the moment-matched site to first order
     in ``v k_n``, the example's share of the cavity's precision (about ``1 / N`` once ``q``
     has seen the data). Non-finite derivatives drop the example for that weight (counted).
+    ``clip=False`` keeps negative ``k_n`` (for ``taylor_cat_sums``; ``clipped`` is then 0).
     For ``OuterDerivatives`` (``k_n = x_n^2 (g_n^2 - 2 s_n)``: the clip acts per unit) the
     sums over the minibatch are matrix products, and nothing of size ``[B, F, H]`` is built.
     """
     if isinstance(derivs, OuterDerivatives):
-        return _outer_taylor_sums(m, derivs, mask)
+        return _outer_taylor_sums(m, derivs, mask, clip)
     g, h = derivs
     k = g**2 - 2.0 * h
     live = _bcast(mask, g)
     valid = live & jnp.isfinite(g) & jnp.isfinite(h)
+    if not clip:
+        lam, g_sum, count, dropped = _batch_sum(jnp.where(valid, k, 0.0), jnp.where(valid, g, 0.0), valid,
+                                                live & ~valid)
+        return GaussSums(m * lam + g_sum, lam, count, jnp.int32(0), _count(dropped))
     lam, g_sum, count, clipped, dropped = _batch_sum(jnp.where(valid, jnp.maximum(k, 0.0), 0.0),
                                                      jnp.where(valid, g, 0.0), valid, valid & (k < 0), live & ~valid)
     return GaussSums(m * lam + g_sum, lam, count, _count(clipped), _count(dropped))
@@ -231,12 +236,14 @@ def _outer_validity(d: OuterDerivatives, mask):
     return ok, x, jnp.sum(ok, axis=0, dtype=jnp.float32), dropped
 
 
-def _outer_taylor_sums(m, d: OuterDerivatives, mask) -> GaussSums:
+def _outer_taylor_sums(m, d: OuterDerivatives, mask, clip: bool) -> GaussSums:
     """``taylor_sums`` of factored derivatives: every sum over examples is a matrix product."""
     kappa = d.g**2 - 2.0 * d.s  # [B, H]
     ok, x, count, dropped = _outer_validity(d, mask)
-    lam = (x**2).T @ jnp.where(ok, jnp.maximum(kappa, 0.0), 0.0)
+    lam = (x**2).T @ jnp.where(ok, jnp.maximum(kappa, 0.0) if clip else kappa, 0.0)
     g_sum = x.T @ jnp.where(ok, d.g, 0.0)
+    if not clip:
+        return GaussSums(m * lam + g_sum, lam, count, jnp.int32(0), dropped)
     nonzero = jnp.sum(x != 0, axis=1, dtype=jnp.float32)  # k_n < 0 needs x_n != 0
     clipped = nonzero @ jnp.sum(ok & (kappa < 0), axis=1, dtype=jnp.float32)
     return GaussSums(m * lam + g_sum, lam, count, clipped.astype(jnp.int32), dropped)
@@ -281,7 +288,8 @@ class CatSums(NamedTuple):
 
     ``log_sum``: ``sum_n log f_n`` ``[..., K]``; ``count``: valid examples per weight
     ``[...]``; ``floored``, ``dropped``: totals (int32) of per-example ratios floored at
-    ``RATIO_FLOOR`` (once per example and weight) and of dropped contributions.
+    ``RATIO_FLOOR`` (once per example and weight; for ``taylor_cat_sums``, clipped
+    curvatures) and of dropped contributions.
     """
 
     log_sum: jax.Array
@@ -307,7 +315,7 @@ def update_cat(site: CatSite, log_p0, n, n_new, probs, dz, mask, damping: float,
 
 
 def update_cat_moments(site: CatSite, log_p0, values, n, n_new, moments, derivs, mask, damping: float,
-                       min_prob: float, series: bool = False):
+                       min_prob: float, rule: str = "per_example"):
     """SEP update of a categorical site from ``derivs = (dlogZ/dm, dlogZ/dv)`` ``[B, ...]`` at the cavity ``moments``.
 
     For a weight seen by the moment pass only through its cavity mean ``m`` and variance
@@ -318,15 +326,40 @@ def update_cat_moments(site: CatSite, log_p0, values, n, n_new, moments, derivs,
     ``update_cat`` fed with those ``dz``, but every array is ``[B, ...]`` per support value:
     the per-example derivatives are ``2`` numbers per weight instead of ``K``, and nothing
     reduces over ``K`` per example. ``derivs`` may be a factored
-    ``moments_grad.OuterDerivatives``; with ``series`` its minibatch sums of ``log(1 + eps)``
-    are matrix products (``outer_series_sums``), otherwise it is expanded.
+    ``moments_grad.OuterDerivatives``; with ``rule="series"`` its minibatch sums of
+    ``log(1 + eps)`` are matrix products (``outer_series_sums``), otherwise it is expanded.
+    ``rule="taylor"`` replaces ``log(1 + eps)`` by its second-order counterpart
+    (``taylor_cat_sums``).
     """
-    if series and isinstance(derivs, OuterDerivatives):
+    if rule == "taylor":
+        sums = taylor_cat_sums(values, moments, derivs, mask)
+    elif rule == "series" and isinstance(derivs, OuterDerivatives):
         sums = outer_series_sums(values, moments, derivs, mask)
     else:
         ratio, valid = _moment_form_ratio(values, moments, *_dense_derivatives(derivs), mask)
         sums = _log_ratio_sums(ratio, valid, _bcast(mask, valid))
     return _apply_cat(site, log_p0, n, n_new, sums, damping, min_prob)
+
+
+def taylor_cat_sums(values, moments, derivs, mask) -> CatSums:
+    """``sum_n log f_n(a_k)`` with ``f_n`` the example's Taylor Gaussian site (``taylor_sums``) on the support.
+
+    ``log f_n(a) = g_n (a - m) - k_n (a - m)^2 / 2`` (up to a constant), ``k_n = g_n^2 - 2 h_n``:
+    the second-order expansion of ``log Z_n(a)`` in the weight's value around its cavity
+    mean ``m``. The first-order ratio ``1 + eps_n`` of ``update_cat_moments`` is the same
+    order of expansion of ``Z_n(a) / Z_n`` itself, so the two logarithms differ by
+    ``O(eps^3)``; this one is finite for every value (no ratio to floor), and its minibatch
+    sums are those of ``taylor_sums``: matrix products for factored derivatives. Unlike a
+    Gaussian site, a categorical site may be log-convex, so ``k_n < 0`` is kept (clipping it,
+    as ``taylor_sums`` does by default, gave 89 % against 93 % on digits in one run). The expansion
+    needs each weight's share of its unit's input to be small: on Yin-Yang's 4-input first
+    layer in moment form it trained to 72 % against 98 % per example.
+    """
+    mean, _ = moments
+    sums = taylor_sums(mean, derivs, mask, clip=False)
+    a = np.asarray(values, np.float32)
+    log_sum = sums.r[..., None] * a - 0.5 * sums.lam[..., None] * a**2
+    return CatSums(log_sum, jnp.broadcast_to(sums.count, mean.shape), sums.clipped, sums.dropped)
 
 
 def _moment_form_ratio(values, moments, g_mean, g_var, mask):
@@ -477,4 +510,5 @@ __all__ = [
     "update_cat_moments",
     "CatSums",
     "outer_series_sums",
+    "taylor_cat_sums",
 ]
