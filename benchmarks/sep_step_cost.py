@@ -11,8 +11,8 @@ per call):
 * ``sep step``: the whole jitted SEP update (derivatives, site algebra, safety rules);
 * ``surrogate step``: the whole jitted surrogate-gradient training step (BPTT + Adam).
 
-Per-epoch ratios in ``sep_vs_surrogate.py`` are smaller than these per-step ratios
-because ``fit``'s per-minibatch dispatch is a fixed cost for both methods.
+Per-epoch ratios in ``sep_vs_surrogate.py`` are somewhat smaller than these per-step
+ratios because ``fit``'s one dispatch per minibatch is a fixed cost for both methods.
 
 Usage::
 

@@ -91,8 +91,9 @@ def _run_one(cfg: dict) -> dict:
     xj, yj = jnp.asarray(x), jnp.asarray(y)
 
     @jax.jit
-    def step(key, state, idx, mask):  # as in inference.fit: the minibatch is gathered on the device
-        return method.step(key, state, Batch(jnp.take(xj, idx, axis=0), yj[idx], mask))
+    def step(k_steps, b, state, idx, mask):  # as in inference.fit: one dispatch per minibatch
+        batch = Batch(jnp.take(xj, idx[b], axis=0), yj[idx[b]], mask[b])
+        return method.step(jax.random.fold_in(k_steps, b), state, batch)
 
     n = len(y)
     accuracy, seconds = [], []
@@ -103,7 +104,7 @@ def _run_one(cfg: dict) -> dict:
         idx, mask = minibatch_indices(k_perm, n, min(cfg["batch_size"], n))
         t0 = time.perf_counter()
         for b in range(idx.shape[0]):
-            state, _ = step(jax.random.fold_in(k_steps, b), state, idx[b], mask[b])
+            state, _ = step(k_steps, b, state, idx, mask)
         jax.block_until_ready(state)
         seconds.append(time.perf_counter() - t0)
         post = Posterior(model, method.posterior(state), method.name, x.shape[-1])
