@@ -216,13 +216,11 @@ def taylor_sums(m, derivs, mask, clip: bool = True) -> GaussSums:
     k = g**2 - 2.0 * h
     live = _bcast(mask, g)
     valid = live & jnp.isfinite(g) & jnp.isfinite(h)
-    if not clip:
-        lam, g_sum, count, dropped = _batch_sum(jnp.where(valid, k, 0.0), jnp.where(valid, g, 0.0), valid,
-                                                live & ~valid)
-        return GaussSums(m * lam + g_sum, lam, count, jnp.int32(0), _count(dropped))
-    lam, g_sum, count, clipped, dropped = _batch_sum(jnp.where(valid, jnp.maximum(k, 0.0), 0.0),
-                                                     jnp.where(valid, g, 0.0), valid, valid & (k < 0), live & ~valid)
-    return GaussSums(m * lam + g_sum, lam, count, _count(clipped), _count(dropped))
+    sums = _batch_sum(jnp.where(valid, jnp.maximum(k, 0.0) if clip else k, 0.0), jnp.where(valid, g, 0.0), valid,
+                      live & ~valid, *([valid & (k < 0)] if clip else []))
+    lam, g_sum, count, dropped = sums[:4]
+    clipped = _count(sums[4]) if clip else jnp.int32(0)
+    return GaussSums(m * lam + g_sum, lam, count, clipped, _count(dropped))
 
 
 def _outer_validity(d: OuterDerivatives, mask):
@@ -242,11 +240,11 @@ def _outer_taylor_sums(m, d: OuterDerivatives, mask, clip: bool) -> GaussSums:
     ok, x, count, dropped = _outer_validity(d, mask)
     lam = (x**2).T @ jnp.where(ok, jnp.maximum(kappa, 0.0) if clip else kappa, 0.0)
     g_sum = x.T @ jnp.where(ok, d.g, 0.0)
-    if not clip:
-        return GaussSums(m * lam + g_sum, lam, count, jnp.int32(0), dropped)
-    nonzero = jnp.sum(x != 0, axis=1, dtype=jnp.float32)  # k_n < 0 needs x_n != 0
-    clipped = nonzero @ jnp.sum(ok & (kappa < 0), axis=1, dtype=jnp.float32)
-    return GaussSums(m * lam + g_sum, lam, count, clipped.astype(jnp.int32), dropped)
+    clipped = jnp.int32(0)
+    if clip:
+        nonzero = jnp.sum(x != 0, axis=1, dtype=jnp.float32)  # k_n < 0 needs x_n != 0
+        clipped = (nonzero @ jnp.sum(ok & (kappa < 0), axis=1, dtype=jnp.float32)).astype(jnp.int32)
+    return GaussSums(m * lam + g_sum, lam, count, clipped, dropped)
 
 
 def update_gauss(site: GaussSite, prior_nat, n, n_new, sums: GaussSums, damping: float):
@@ -288,8 +286,8 @@ class CatSums(NamedTuple):
 
     ``log_sum``: ``sum_n log f_n`` ``[..., K]``; ``count``: valid examples per weight
     ``[...]``; ``floored``, ``dropped``: totals (int32) of per-example ratios floored at
-    ``RATIO_FLOOR`` (once per example and weight; for ``taylor_cat_sums``, clipped
-    curvatures) and of dropped contributions.
+    ``RATIO_FLOOR`` (once per example and weight; none for ``taylor_cat_sums``) and of
+    dropped contributions.
     """
 
     log_sum: jax.Array
