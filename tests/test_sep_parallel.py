@@ -30,7 +30,8 @@ SCRIPT = textwrap.dedent(
                         Dense(3, prior=priors.Binary(0.5)), readouts.MeanMembrane(scale=4.0))
     # Taylor sites and series sums reduce a sharded batch by matrix products.
     rules = {"moment_match": (net, {}), "taylor": (net, {"gaussian_update": "taylor"}),
-             "series": (binary, {"enumerate_limit": 0, "categorical_update": "series"})}
+             "series": (binary, {"enumerate_limit": 0, "categorical_update": "series"}),
+             "categorical_taylor": (binary, {"enumerate_limit": 0, "categorical_update": "taylor"})}
     out = {}
     for rule, (model_net, options) in rules.items():
         for devices, mesh in [("one", None), ("four", Mesh(np.array(jax.devices()), ("batch",)))]:
@@ -50,7 +51,7 @@ def test_four_devices_reproduce_one_device():
     run = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     out = json.loads(run.stdout.strip().splitlines()[-1])
-    for rule in ("moment_match", "taylor", "series"):
+    for rule in ("moment_match", "taylor", "series", "categorical_taylor"):
         one, four = out[f"{rule} one"], out[f"{rule} four"]
         np.testing.assert_allclose(four.pop("log_lik"), one.pop("log_lik"), rtol=1e-4)
         for site, (mean, var) in one.items():
