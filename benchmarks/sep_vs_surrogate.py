@@ -57,12 +57,9 @@ TARGETS = {
 def _run_one(cfg: dict) -> dict:
     """Train one configuration in this process; returns its row."""
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
     from bayes_snn import inference, presets
-    from bayes_snn.datasets.batching import Batch, minibatch_indices
-    from bayes_snn.inference.result import Posterior
 
     train, test = presets.load_dataset(cfg["dataset"])
     if cfg["train_size"]:
@@ -86,34 +83,16 @@ def _run_one(cfg: dict) -> dict:
     else:
         method = inference.SurrogateGradient(epochs=cfg["epochs"], batch_size=cfg["batch_size"])
     x, y = model.check_data(train.x, train.y)
-    key_init, key_loop = jax.random.split(jax.random.PRNGKey(cfg["seed"]))
-    state = method.init(key_init, model, x, y)
-    xj, yj = jnp.asarray(x), jnp.asarray(y)
-
-    @jax.jit
-    def step(k_steps, b, state, idx, mask):  # as in inference.fit: one dispatch per minibatch
-        batch = Batch(jnp.take(xj, idx[b], axis=0), yj[idx[b]], mask[b])
-        return method.step(jax.random.fold_in(k_steps, b), state, batch)
-
-    n = len(y)
-    accuracy, seconds = [], []
+    state_floats = int(sum(np.size(leaf) for leaf in
+                           jax.tree_util.tree_leaves(method.init(jax.random.PRNGKey(0), model, x, y))))
     mode = "moments" if cfg["method"] == "sep" else "sample"
-    for epoch in range(cfg["epochs"]):
-        # The same shuffling as inference.fit.
-        k_perm, k_steps = jax.random.split(jax.random.fold_in(key_loop, epoch))
-        idx, mask = minibatch_indices(k_perm, n, min(cfg["batch_size"], n))
-        t0 = time.perf_counter()
-        for b in range(idx.shape[0]):
-            state, _ = step(k_steps, b, state, idx, mask)
-        jax.block_until_ready(state)
-        seconds.append(time.perf_counter() - t0)
-        post = Posterior(model, method.posterior(state), method.name, x.shape[-1])
-        accuracy.append(post.evaluate(test, mode=mode)["accuracy"])
-    final = post.evaluate(test, mode=mode)
-    row = dict(cfg, accuracy=accuracy, nll=final["nll"], ece=final["ece"], brier=final["brier"],
+    scores = []  # test metrics after every epoch
+    post = inference.fit(model, train, method, rng_key=jax.random.PRNGKey(cfg["seed"]), progress_bar=False,
+                         callback=lambda epoch, p: scores.append(p.evaluate(test, mode=mode)))
+    seconds, final = list(post.history["seconds"]), scores[-1]
+    row = dict(cfg, accuracy=[s["accuracy"] for s in scores], nll=final["nll"], ece=final["ece"], brier=final["brier"],
                seconds_per_epoch=statistics.median(seconds[1:] or seconds), first_epoch_seconds=seconds[0],
-               peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-               state_floats=int(sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(state))))
+               peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, state_floats=state_floats)
     row.pop("likelihood_weight")  # the candidates; SEP rows record the value used
     if cfg["method"] == "sep":
         row.update(likelihood_weight=method.likelihood_weight, selection=selection)

@@ -210,3 +210,23 @@ def test_fit_rejects_a_non_backend():
 
     with pytest.raises(ValueError, match="method"):
         inference.fit(_tiny(), SMALL, NotABackend(), rng_key=KEY, progress_bar=False)
+
+
+def test_callback_sees_every_epochs_posterior():
+    # The posterior handed over after each epoch is the one fit returns after that many epochs.
+    method = lambda epochs: inference.SurrogateGradient(epochs=epochs, batch_size=16, schedule="constant")
+    seen = []
+    full = inference.fit(_tiny(), SMALL, method(3), rng_key=KEY, progress_bar=False,
+                         callback=lambda epoch, post: seen.append((epoch, post)))
+    assert [epoch for epoch, _ in seen] == [0, 1, 2]
+    two = inference.fit(_tiny(), SMALL, method(2), rng_key=KEY, progress_bar=False)
+    for site in full.weights:
+        np.testing.assert_array_equal(seen[1][1].weights[site].v, two.weights[site].v)
+        np.testing.assert_array_equal(seen[2][1].weights[site].v, full.weights[site].v)
+    assert len(seen[1][1].history["loss"]) == 2
+
+
+def test_fit_rejects_a_callback_that_is_not_callable():
+    with pytest.raises(ValueError, match="callback must be a function called as callback\\(epoch, posterior\\); got 3"):
+        inference.fit(_tiny(), SMALL, inference.SurrogateGradient(epochs=1), rng_key=KEY, progress_bar=False,
+                      callback=3)

@@ -62,6 +62,7 @@ def fit(
     rng_key: jax.Array,
     progress_bar: bool = True,
     checkpoint: str | os.PathLike | None = None,
+    callback=None,
 ) -> Posterior:
     """Fit ``model`` to ``data`` with a backend; returns a ``Posterior``.
 
@@ -78,10 +79,15 @@ def fit(
         Show a tqdm bar with the latest epoch's diagnostics.
     checkpoint : path, optional
         Save the loop state there after every epoch; if the file exists, resume from it.
+    callback : callable, optional
+        Called after every epoch as ``callback(epoch, posterior)`` (``epoch`` from 0), outside
+        the epoch's timing, e.g. to record test accuracy per epoch.
     """
     method = _default_method() if method is None else method
     _check_method(method)
     check_key("rng_key", rng_key)
+    if callback is not None and not callable(callback):
+        raise ValueError(f"callback must be a function called as callback(epoch, posterior); got {callback!r}")
     x, y = model.check_data(*_unpack(data))
     n = x.shape[batch_axis(x)]
     key_init, key_loop = jax.random.split(rng_key)
@@ -120,7 +126,13 @@ def fit(
         bar.set_postfix({k: f"{v:.4g}" for k, v in summary.items()}, refresh=False)
         if checkpoint is not None:
             save_checkpoint(checkpoint, state, epoch + 1, key_loop, method.name, history)
+        if callback is not None:
+            callback(epoch, _posterior(model, method, state, x, history))
     bar.close()
+    return _posterior(model, method, state, x, history)
+
+
+def _posterior(model, method, state, x, history: dict) -> Posterior:
     return Posterior(model, method.posterior(state), method.name, x.shape[-1], history)
 
 

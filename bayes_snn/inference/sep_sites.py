@@ -216,11 +216,10 @@ def taylor_sums(m, derivs, mask, clip: bool = True) -> GaussSums:
     k = g**2 - 2.0 * h
     live = _bcast(mask, g)
     valid = live & jnp.isfinite(g) & jnp.isfinite(h)
-    sums = _batch_sum(jnp.where(valid, jnp.maximum(k, 0.0) if clip else k, 0.0), jnp.where(valid, g, 0.0), valid,
-                      live & ~valid, *([valid & (k < 0)] if clip else []))
-    lam, g_sum, count, dropped = sums[:4]
-    clipped = _count(sums[4]) if clip else jnp.int32(0)
-    return GaussSums(m * lam + g_sum, lam, count, clipped, _count(dropped))
+    lam, g_sum, count, dropped, *clipped = _batch_sum(
+        jnp.where(valid, jnp.maximum(k, 0.0) if clip else k, 0.0), jnp.where(valid, g, 0.0), valid, live & ~valid,
+        *([valid & (k < 0)] if clip else []))
+    return GaussSums(m * lam + g_sum, lam, count, _count(clipped[0]) if clip else jnp.int32(0), _count(dropped))
 
 
 def _outer_validity(d: OuterDerivatives, mask):
