@@ -55,7 +55,7 @@ DEFAULT_METHOD = "sep"
 TEMPERING = {"sep": ("likelihood_weight", lambda lam: lam), "svi": ("kl_weight", lambda lam: 1.0 / lam)}
 # Backend settings the CLI passes through as they are: flag destination -> methods that have it.
 METHOD_SETTINGS = {"damping": ("sep",), "anneal": ("sep",), "enumerate_limit": ("sep",), "gaussian_update": ("sep",),
-                   "categorical_update": ("sep",)}
+                   "categorical_update": ("sep",), "backtrack": ("sep",)}
 DEVICES = ("ideal",)
 
 
@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "per_example (default, a logarithm each), series (a power series summed by matrix "
                         "products where its remainder bound allows, per-example logarithms elsewhere) or taylor "
                         "(the second-order expansion of log Z in the weight's value, summed by matrix products)")
+    f.add_argument("--backtrack", type=_positive("--backtrack", float, zero_ok=True), default=None,
+                   help="sep: redo an update that lowers its minibatch's log-likelihood with the damping times "
+                        "this, in [0, 1) (default 0: off); for large --batch-size, where steps overshoot")
     f.add_argument("--device", default="ideal", help=f"one of {', '.join(DEVICES)}")
     f.add_argument("--out", type=Path, default=None, help="write metrics.json and posterior.npz here")
     f.add_argument("--no-progress", action="store_true", help="hide the progress bar")

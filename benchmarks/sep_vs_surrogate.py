@@ -54,6 +54,10 @@ TARGETS = {
 }
 
 
+# SEP settings passed through when given (else SEP's own defaults).
+SEP_SETTINGS = ("enumerate_limit", "gaussian_update", "categorical_update", "backtrack")
+
+
 def _run_one(cfg: dict) -> dict:
     """Train one configuration in this process; returns its row."""
     import jax
@@ -71,8 +75,7 @@ def _run_one(cfg: dict) -> dict:
     if cfg["method"] == "sep":
         method = inference.SEP(epochs=cfg["epochs"], batch_size=cfg["batch_size"], damping=cfg["damping"],
                                anneal=cfg["anneal"], likelihood_weight=cfg["likelihood_weight"][0],
-                               **{k: cfg[k] for k in ("enumerate_limit", "gaussian_update", "categorical_update")
-                                  if cfg.get(k) is not None})
+                               **{k: cfg[k] for k in SEP_SETTINGS if cfg.get(k) is not None})
         if len(cfg["likelihood_weight"]) > 1:  # choose on held-out training data; the test set stays unseen
             t0 = time.perf_counter()
             choice = inference.select(model, train, method, "likelihood_weight", cfg["likelihood_weight"],
@@ -95,7 +98,8 @@ def _run_one(cfg: dict) -> dict:
                peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, state_floats=state_floats)
     row.pop("likelihood_weight")  # the candidates; SEP rows record the value used
     if cfg["method"] == "sep":
-        row.update(likelihood_weight=method.likelihood_weight, selection=selection)
+        row.update(likelihood_weight=method.likelihood_weight, selection=selection,
+                   backtracked=[int(v) for v in post.history["num_backtracked"]])
         mc = post.evaluate(test, jax.random.PRNGKey(1), num_samples=100)
         row.update(mc_accuracy=mc["accuracy"], mc_nll=mc["nll"], mc_ece=mc["ece"])
     return row
@@ -108,7 +112,8 @@ def _configs(args) -> list[dict]:
              hidden=args.hidden, steps=args.steps, readout_scale=args.readout_scale, seed=seed,
              train_size=args.train_size, damping=args.damping, anneal=args.anneal,
              likelihood_weight=args.likelihood_weight, enumerate_limit=args.enumerate_limit,
-             gaussian_update=args.gaussian_update, categorical_update=args.categorical_update)
+             gaussian_update=args.gaussian_update, categorical_update=args.categorical_update,
+             backtrack=args.backtrack)
         for d, w, n, m, seed in grid
     ]
 
@@ -204,6 +209,8 @@ def main(argv=None) -> int:
                    help="SEP's gaussian_update (default: SEP's own, moment_match)")
     p.add_argument("--categorical-update", choices=["per_example", "series", "taylor"], default=None,
                    help="SEP's categorical_update (default: SEP's own, per_example)")
+    p.add_argument("--backtrack", type=float, default=None,
+                   help="SEP's backtrack (default: SEP's own, 0): redo overshooting updates with a shorter step")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one JSON config, print its row
     args = p.parse_args(argv)
     if args.one:

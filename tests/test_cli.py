@@ -64,6 +64,8 @@ def test_evaluate_reproduces_fit_metrics(fitted, capsys):
         (["fit", "--method", "svi", "--anneal"], "--anneal applies to --method sep"),
         (["fit", "--damping", "1.5"], "--damping must be a number in (0.0, 1.0]; got 1.5"),
         (["fit", "--damping", "-1"], "--damping must be a positive number"),
+        (["fit", "--backtrack", "1"], "--backtrack must be a number in [0.0, 0.999]; got 1.0"),
+        (["fit", "--method", "surrogate", "--backtrack", "0.5"], "--backtrack applies to --method sep"),
         (["fit", "--enumerate-limit", "-1"], "--enumerate-limit must be a non-negative integer; got '-1'"),
         (["fit", "--enumerate-limit", "2.5"], "--enumerate-limit must be a non-negative integer; got '2.5'"),
         (["fit", "--method", "svi", "--enumerate-limit", "0"], "--enumerate-limit applies to --method sep"),
@@ -132,12 +134,12 @@ def test_sep_settings_reach_the_backend_and_are_recorded(tmp_path, capsys, monke
     real_fit = cli.fit
     monkeypatch.setattr(cli, "fit", lambda model, data, m, **kw: fits.append(m) or real_fit(model, data, m, **kw))
     code, _, err = run(["fit", *SMALL, "--damping", "1", "--anneal", "--enumerate-limit", "0", "--gaussian-update",
-                        "taylor", "--categorical-update", "series", "--out", str(tmp_path)], capsys)
+                        "taylor", "--categorical-update", "series", "--backtrack", "0.5", "--out", str(tmp_path)], capsys)
     assert code == 0, err
-    settings = ("damping", "anneal", "enumerate_limit", "gaussian_update", "categorical_update")
-    assert tuple(getattr(fits[-1], name) for name in settings) == (1.0, True, 0, "taylor", "series")
+    settings = ("damping", "anneal", "enumerate_limit", "gaussian_update", "categorical_update", "backtrack")
+    assert tuple(getattr(fits[-1], name) for name in settings) == (1.0, True, 0, "taylor", "series", 0.5)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert tuple(metrics[name] for name in settings) == (1.0, True, 0, "taylor", "series")
+    assert tuple(metrics[name] for name in settings) == (1.0, True, 0, "taylor", "series", 0.5)
 
 
 def test_input_gain_reaches_the_model_and_is_recorded(tmp_path, capsys, monkeypatch):

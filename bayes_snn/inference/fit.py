@@ -7,10 +7,12 @@ BlackJAX/Optax::
     state, info = method.step(rng_key, state, batch)      # -> (State, NamedTuple of scalars)
     weights = method.posterior(state)                      # -> {site: distribution}
 
-and carries ``name``, ``epochs`` and ``batch_size``. ``fit`` validates the data, shuffles
-it into fixed-size minibatches (the last one padded and masked, so the jitted step
-compiles once), runs the epochs with a tqdm bar, records per-epoch diagnostics, optionally
-checkpoints after every epoch and resumes from a checkpoint, and returns a ``Posterior``.
+and carries ``name``, ``epochs`` and ``batch_size``; optionally ``diverging(history)``, a
+message (or None) that ``fit`` issues once as a ``RuntimeWarning`` when the run goes wrong.
+``fit`` validates the data, shuffles it into fixed-size minibatches (the last one padded
+and masked, so the jitted step compiles once), runs the epochs with a tqdm bar, records
+per-epoch diagnostics, optionally checkpoints after every epoch and resumes from a
+checkpoint, and returns a ``Posterior``.
 
 Example
 -------
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from typing import Any, NamedTuple
 
 import jax
@@ -109,6 +112,7 @@ def fit(
 
     batch_size = min(method.batch_size, n)
     num_batches = -(-n // batch_size)
+    warned = False
     bar = tqdm(total=(method.epochs - start) * num_batches, disable=not progress_bar, desc=method.name, leave=False)
     for epoch in range(start, method.epochs):
         k_perm, k_steps = jax.random.split(jax.random.fold_in(key_loop, epoch))
@@ -126,6 +130,10 @@ def fit(
         bar.set_postfix({k: f"{v:.4g}" for k, v in summary.items()}, refresh=False)
         if checkpoint is not None:
             save_checkpoint(checkpoint, state, epoch + 1, key_loop, method.name, history)
+        problem = method.diverging(history) if hasattr(method, "diverging") else None
+        if problem and not warned:
+            warnings.warn(problem, RuntimeWarning, stacklevel=2)
+            warned = True
         if callback is not None:
             callback(epoch, _posterior(model, method, state, x, history))
     bar.close()
