@@ -86,6 +86,8 @@ from .result import PREDICTORS
 ANNEAL_FLOOR = 0.05
 # With ``backtrack``, a step is shortened at most this many times.
 BACKTRACK_TRIES = 4
+# ``fit`` warns when an epoch's training log-likelihood per example falls this far below the first epoch's.
+DIVERGENCE_NATS = 1.0
 # How each example's Gaussian site is formed (``SEP.gaussian_update``).
 GAUSSIAN_UPDATES = ("moment_match", "taylor")
 # How the minibatch sum of categorical sites is formed (``SEP.categorical_update``).
@@ -226,11 +228,14 @@ class SEP:
         all formed from one cavity, so the step grows with ``M``; factorised sites do not see
         how the weights act together, and large steps overshoot. With the default damping,
         ``batch_size=256`` on digits and 512 on Yin-Yang fell to chance accuracy (``fit``
-        warns when the training log-likelihood falls below the first epoch's). With
+        warns when the training log-likelihood falls far below the first epoch's). With
         ``backtrack > 0`` the minibatch's mean ``log Z`` is recomputed under the updated
-        cavity (one more forward pass: 20-50 % more time per step on digits) and, if it fell,
-        the update is redone with ``backtrack * damping`` (counted in ``num_backtracked``).
-        0 (default) disables this; at the default ``batch_size`` it did not trigger.
+        cavity (one more forward pass: 15-40 % more time per step on digits) and, while it
+        is lower than before, the update is redone with the damping times ``backtrack``,
+        ``backtrack^2``, ... (at most ``BACKTRACK_TRIES`` times, each counted in
+        ``num_backtracked``). Those runs then reached 67-95 % (small minibatches: 88-98 %).
+        0 (default) disables it. During the online start the count grows whatever the
+        damping, so there even short steps can lower ``log Z``.
     mesh : jax.sharding.Mesh, optional
         Shard every minibatch over ``mesh.axis_names[0]`` (``batch_size`` must be divisible
         by that axis' size).
@@ -453,13 +458,15 @@ class SEP:
         return jnp.sum(jnp.where(mask, logz, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
 
     def diverging(self, history: dict) -> str | None:
-        """A warning for ``fit`` if the latest epoch's training log-likelihood is below the first epoch's.
+        """A warning for ``fit`` if the latest epoch's training log-likelihood per example is more
+        than ``DIVERGENCE_NATS`` below the first epoch's.
 
-        The first epoch starts from the prior, so a working run improves on it; falling below it
-        means the minibatch updates overshoot (see ``backtrack``).
+        The first epoch starts from the prior, so a working run improves on it or stays close
+        (a tempered ramp can lower it a little); falling far below it means the minibatch
+        updates overshoot (see ``backtrack``).
         """
         ll = history.get("log_lik", [])
-        if len(ll) < 2 or ll[-1] >= ll[0]:
+        if len(ll) < 2 or ll[-1] >= ll[0] - DIVERGENCE_NATS:  # NaN warns
             return None
         return (f"SEP's training log-likelihood per example fell from {ll[0]:.4g} (epoch 1) to {ll[-1]:.4g} "
                 f"(epoch {len(ll)}): the minibatch updates overshoot. Lower damping (now {self.damping:g}) or "
