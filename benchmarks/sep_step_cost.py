@@ -8,7 +8,8 @@ per call):
 * ``moments``: the moment pass alone (``log Z`` of every example of the batch);
 * ``moments+grad``: the same with each example's derivatives (``moments_grad.evidence_derivatives``,
   what the SEP step uses);
-* ``sep step``: the whole jitted SEP update (derivatives, site algebra, safety rules);
+* ``sep step``: the whole jitted SEP update (derivatives, site algebra, safety rules), and
+  the seconds XLA took to compile it;
 * ``surrogate step``: the whole jitted surrogate-gradient training step (BPTT + Adam).
 
 Per-epoch ratios in ``sep_vs_surrogate.py`` are somewhat smaller than these per-step
@@ -22,6 +23,8 @@ Usage::
     python benchmarks/sep_step_cost.py --out wide.json --datasets random:784 --weights gaussian
         # MNIST-sized input (784 uniform random features, 10 classes)
     python benchmarks/sep_step_cost.py --out series.json --weights binary --categorical-update series
+    python benchmarks/sep_step_cost.py --out grid.json --weights int:6 --calls 5 --repeats 3
+        # signed 6-bit weights (127 values)
 
 The SEP step is timed at its initial state, where ``categorical_update="series"`` rarely
 needs per-example logarithms; ``sep_vs_surrogate.py`` times it along a whole run.
@@ -78,6 +81,9 @@ def run(dataset: str, weights: str, neuron: str, calls: int, repeats: int, batch
     log_z = lambda mom, xi, yi: moments.log_evidence(model, mom, xi, yi)
     forward = jax.jit(jax.vmap(log_z, in_axes=(None, 0, 0)))
     with_grad = jax.jit(lambda mom, xb, yb: evidence_derivatives(model, mom, xb, yb, factored=sep.factored))
+    t0 = time.perf_counter()
+    sep_step = jax.jit(sep.step).lower(key, sep_state, batch).compile()
+    compile_s = time.perf_counter() - t0
     surrogate = inference.SurrogateGradient(batch_size=batch_size)
     sur_state = surrogate.init(key, model, x, y)
     row = {
@@ -89,7 +95,8 @@ def run(dataset: str, weights: str, neuron: str, calls: int, repeats: int, batch
         "categorical_update": categorical_update,
         "moments_ms": _time(forward, (inputs, batch.x, batch.y), calls, repeats),
         "moments_grad_ms": _time(with_grad, (inputs, batch.x, batch.y), calls, repeats),
-        "sep_step_ms": _time(jax.jit(sep.step), (key, sep_state, batch), calls, repeats),
+        "sep_step_ms": _time(sep_step, (key, sep_state, batch), calls, repeats),
+        "sep_compile_s": compile_s,
         "surrogate_step_ms": _time(jax.jit(surrogate.step), (key, sur_state, batch), calls, repeats),
     }
     row["ratio"] = row["sep_step_ms"] / row["surrogate_step_ms"]
@@ -114,10 +121,11 @@ def main(argv=None) -> int:
             for d in args.datasets for w in args.weights for neuron in ("single-step", "lif")]
     with open(args.out, "w") as f:
         json.dump(rows, f, indent=1)
-    print(f"{'dataset':10} {'weights':9} {'neuron':12} {'moments':>8} {'+grad':>8} {'SEP step':>9} {'surrogate':>9} {'ratio':>6}  (ms per call)")
+    print(f"{'dataset':10} {'weights':9} {'neuron':12} {'moments':>8} {'+grad':>8} {'SEP step':>9} {'surrogate':>9} "
+          f"{'ratio':>6}  (ms per call)  {'compile':>7} (s, SEP step)")
     for r in rows:
         print(f"{r['dataset']:10} {r['weights']:9} {r['neuron']:12} {r['moments_ms']:8.3f} {r['moments_grad_ms']:8.3f} {r['sep_step_ms']:9.3f} "
-              f"{r['surrogate_step_ms']:9.3f} {r['ratio']:6.1f}")
+              f"{r['surrogate_step_ms']:9.3f} {r['ratio']:6.1f}  {'':13} {r['sep_compile_s']:7.1f}")
     return 0
 
 

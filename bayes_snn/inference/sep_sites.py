@@ -84,23 +84,49 @@ def gauss_moments(site: GaussSite, prior_nat, n: float, cavity: bool):
 def cat_logq(site: CatSite, log_p0, n: float, cavity: bool):
     """Normalised log-probabilities ``[..., K]`` of ``q`` or of the cavity."""
     k = n - 1.0 if cavity else n
-    return jnp.stack(_normalised([a + k * f for a, f in zip(log_p0, _per_value(site.logf))]), axis=-1)
+    logf = _per_value(site.logf)
+    return _joined(_normalised(jax.tree.map(lambda a, f: a + k * f, _per_value(log_p0, logf), logf)))
 
 
-# XLA on CPU reduces over a trailing support axis of K = 2 or 3 several times more slowly
-# than it combines K separate arrays (ternary digits: the categorical update 3x slower), so
-# the categorical algebra works on the list of per-value arrays.
-def _per_value(a: jax.Array) -> list:
-    """``[..., K]`` -> ``K`` arrays ``[...]``."""
-    return [a[..., k] for k in range(a.shape[-1])]
+# The categorical algebra works value by value: for small K on a list of K arrays ``[...]``
+# (XLA on CPU reduces over a trailing support axis of K = 2 or 3 several times more slowly
+# than it combines separate arrays: ternary digits, the categorical update 3x slower), for
+# larger K on one support-first array ``[K, ...]`` (a list of 64 arrays for a 6-bit grid
+# took minutes to compile). ``jax.tree.map`` applies an elementwise step to either form.
+LISTED_SUPPORT = 8
 
 
-def _normalised(logits: list) -> list:
-    """``logits - logsumexp(logits)`` over the support, for a list of per-value arrays."""
-    top = functools.reduce(jnp.maximum, logits)
+def _per_value(a, like=None):
+    """``[..., K]`` -> its values (list of ``[...]`` or ``[K, ...]``, see above); a ``log p0``
+    vector ``[K]`` is split like ``like`` (its entries, or ``[K, 1, ...]``)."""
+    a = jnp.asarray(a) if like is None else a
+    k = a.shape[-1]
+    if like is not None:
+        return list(a) if isinstance(like, list) else jnp.reshape(jnp.asarray(a), (k,) + (1,) * (like.ndim - 1))
+    return [a[..., i] for i in range(k)] if k <= LISTED_SUPPORT else jnp.moveaxis(a, -1, 0)
+
+
+def _joined(values) -> jax.Array:
+    """Inverse of ``_per_value``: ``[..., K]``."""
+    return jnp.stack(values, axis=-1) if isinstance(values, list) else jnp.moveaxis(values, 0, -1)
+
+
+_REDUCTIONS = {jnp.add: jnp.sum, jnp.maximum: jnp.max, jnp.logical_or: jnp.any, jnp.logical_and: jnp.all}
+
+
+def _over_values(op, values) -> jax.Array:
+    """Reduce per-value ``values`` over the support with the binary ``op`` (``jnp.add``, ...)."""
+    if isinstance(values, list):
+        return sum(values) if op is jnp.add else functools.reduce(op, values)
+    return _REDUCTIONS[op](values, axis=0)
+
+
+def _normalised(logits):
+    """``logits - logsumexp(logits)`` over the support, for per-value ``logits``."""
+    top = _over_values(jnp.maximum, logits)
     top = jnp.where(jnp.isfinite(top), top, 0.0)
-    norm = top + jnp.log(sum(jnp.exp(a - top) for a in logits))
-    return [a - norm for a in logits]
+    norm = top + jnp.log(_over_values(jnp.add, jax.tree.map(lambda a: jnp.exp(a - top), logits)))
+    return jax.tree.map(lambda a: a - norm, logits)
 
 
 def cat_probs(site: CatSite, log_p0, n, cavity: bool):
@@ -459,10 +485,9 @@ def _log_ratio_sums(ratio, valid, live) -> CatSums:
     counted. The support axis comes first because XLA on CPU fuses a per-example reduction
     over a trailing ``K`` axis badly (several times slower).
     """
-    per_value = [jnp.where(valid, _floored_log(r), 0.0) for r in ratio]
-    *log_sum, count, floored, dropped = _batch_sum(*per_value, valid, valid & jnp.any(ratio < RATIO_FLOOR, axis=0),
-                                                   live & ~valid)
-    return CatSums(jnp.stack(log_sum, axis=-1), count, _count(floored), _count(dropped))
+    log_sum = jnp.sum(jnp.where(valid, _floored_log(ratio), 0.0), axis=1)
+    count, floored, dropped = _batch_sum(valid, valid & jnp.any(ratio < RATIO_FLOOR, axis=0), live & ~valid)
+    return CatSums(jnp.moveaxis(log_sum, 0, -1), count, _count(floored), _count(dropped))
 
 
 def _apply_cat(site: CatSite, log_p0, n, n_new, sums: CatSums, damping: float, min_prob: float):
@@ -472,18 +497,19 @@ def _apply_cat(site: CatSite, log_p0, n, n_new, sums: CatSums, damping: float, m
     so that no value becomes impossible. Sites are centred over ``K``; centring commutes
     with the sum over examples, so it is applied once to the sum.
     """
-    logf_old = _per_value(site.logf)
-    log_sum = _per_value(sums.log_sum)
-    centre = sum(log_sum) / len(log_sum)
-    logq = _normalised([a + n_new * (f + damping * (t - centre - sums.count * f) / n_new)
-                        for a, f, t in zip(log_p0, logf_old, log_sum)])
+    logf_old, log_sum = _per_value(site.logf), _per_value(sums.log_sum)
+    log_p0 = _per_value(log_p0, logf_old)
+    k = site.logf.shape[-1]
+    centre = _over_values(jnp.add, log_sum) / k
+    logq = _normalised(jax.tree.map(lambda a, f, t: a + n_new * (f + damping * (t - centre - sums.count * f) / n_new),
+                                    log_p0, logf_old, log_sum))
     floor = np.log(min_prob)
-    clipped = _count(functools.reduce(jnp.logical_or, [a < floor for a in logq])) + sums.floored
-    logf = [(jnp.maximum(q, floor) - a) / n_new for a, q in zip(log_p0, logq)]
-    centre = sum(logf) / len(logf)
-    logf = [f - centre for f in logf]
-    ok = functools.reduce(jnp.logical_and, [jnp.isfinite(f) for f in logf])
-    new = CatSite(jnp.stack([jnp.where(ok, f, f_old) for f, f_old in zip(logf, logf_old)], axis=-1))
+    clipped = _count(_over_values(jnp.logical_or, jax.tree.map(lambda q: q < floor, logq))) + sums.floored
+    logf = jax.tree.map(lambda a, q: (jnp.maximum(q, floor) - a) / n_new, log_p0, logq)
+    centre = _over_values(jnp.add, logf) / k
+    logf = jax.tree.map(lambda f: f - centre, logf)
+    ok = _over_values(jnp.logical_and, jax.tree.map(jnp.isfinite, logf))
+    new = CatSite(_joined(jax.tree.map(lambda f, f_old: jnp.where(ok, f, f_old), logf, logf_old)))
     change = jnp.sum((n_new * new.logf - n * site.logf) ** 2)
     return new, UpdateStats(sums.dropped, jnp.sum(~ok), clipped, change, jnp.asarray(site.logf.size))
 
