@@ -216,6 +216,11 @@ class IntegerGrid(DiscreteGrid):
         levels = jnp.arange(-top, top + 1, dtype=jnp.float32)
         super().__init__(levels * scale, jnp.full(levels.shape, 1.0 / levels.size), validate_args=validate_args)
 
+    def index_of(self, value) -> jax.Array:
+        """Index of the nearest level: rounding, without the ``[..., K]`` distances of the general grid."""
+        top = 2**self.bits - 1
+        return (jnp.clip(jnp.round(jnp.asarray(value) / self.scale), -top, top) + top).astype(jnp.int32)
+
     def tree_flatten(self):
         return (self.scale,), self.bits
 

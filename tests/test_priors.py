@@ -150,6 +150,16 @@ def test_project_onto_support():
     assert not priors.is_discrete(priors.Laplace())
 
 
+@pytest.mark.parametrize("bits, scale", [(1, 1.0), (3, 0.25), (6, 0.01)])
+def test_integer_grid_rounds_to_the_same_level_as_the_general_nearest_value(bits, scale):
+    p = priors.IntegerGrid(bits, scale)
+    w = jax.random.normal(jax.random.PRNGKey(bits), (4000,)) * scale * 2**bits  # on the grid and far beyond it
+    w = jnp.concatenate([w, p.values])  # the levels themselves
+    general = priors.DiscreteGrid.index_of(p, w)  # argmin over the distances to every level
+    np.testing.assert_array_equal(p.index_of(w), general)
+    np.testing.assert_array_equal(priors.project(p, w), p.values[general])
+
+
 def test_priors_are_pytrees():
     # Distributions cross jit boundaries (e.g. inside a Posterior): flattening must
     # rebuild an equal prior.
