@@ -117,7 +117,8 @@ class SEPInfo(NamedTuple):
     num_rejected : per-weight averaged updates rejected (precision of ``q`` or cavity <= 0).
     num_clipped : per-example Gaussian contributions whose negative site precision was
         clipped to 0, plus categorical weights whose probabilities were floored at ``min_prob``.
-    num_backtracked : updates redone with a shorter step (``SEP.backtrack``; 0 or 1 per minibatch).
+    num_backtracked : times the update was redone with a shorter step (``SEP.backtrack``; 0 to
+        ``BACKTRACK_TRIES`` per minibatch).
     """
 
     log_lik: jax.Array

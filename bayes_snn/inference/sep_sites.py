@@ -91,7 +91,7 @@ def cat_logq(site: CatSite, log_p0, n: float, cavity: bool):
 # The categorical algebra works value by value: for small K on a list of K arrays ``[...]``
 # (XLA on CPU reduces over a trailing support axis of K = 2 or 3 several times more slowly
 # than it combines separate arrays: ternary digits, the categorical update 3x slower), for
-# larger K on one support-first array ``[K, ...]`` (a list of 64 arrays for a 6-bit grid
+# larger K on one support-first array ``[K, ...]`` (a list of 127 arrays for a 6-bit grid
 # took minutes to compile). ``jax.tree.map`` applies an elementwise step to either form.
 LISTED_SUPPORT = 8
 
