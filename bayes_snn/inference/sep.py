@@ -129,6 +129,11 @@ class SEPInfo(NamedTuple):
     num_backtracked: jax.Array
 
 
+def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean of ``values`` over the ``mask``-ed entries (0 if there are none)."""
+    return jnp.sum(jnp.where(mask, values, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
+
+
 def _in_range(name, value, low, high, low_open=True):
     ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool) and np.isfinite(value)
     ok = ok and (value > low if low_open else value >= low) and value <= high
@@ -396,8 +401,7 @@ class SEP:
         damping = jnp.where((n >= self._n) & (n < full), 1.0, damping)
         update = functools.partial(self._update_sites, state, cav, inputs, grads, moment_form, mask, n_new)
         new, stats = update(damping)
-        count = jnp.maximum(jnp.sum(mask), 1)
-        log_lik = jnp.sum(jnp.where(mask, logz, 0.0)) / count
+        log_lik = _masked_mean(logz, mask)
         backtracked = jnp.zeros((), jnp.int32)
         if self.backtrack:
             # Redone rather than interpolated, so that the redone step passes the same safety checks.
@@ -453,10 +457,9 @@ class SEP:
     def _batch_log_lik(self, state: SEPState, batch: Batch, mask) -> jax.Array:
         """Mean ``log Z`` of the ``mask``-ed examples of ``batch`` under ``state``'s cavity (forward pass only)."""
         _, inputs, _ = self.pass_inputs(state)
-        net, limit = self._model.net, self.enumerate_limit
-        logz = jax.vmap(lambda xi, yi: mp.evidence_of(self._model, mp.output_logits(net, inputs, xi, limit), yi),
+        logz = jax.vmap(lambda xi, yi: mp.log_evidence(self._model, inputs, xi, yi, self.enumerate_limit),
                         in_axes=(batch_axis(batch.x), 0))(batch.x, batch.y)
-        return jnp.sum(jnp.where(mask, logz, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
+        return _masked_mean(logz, mask)
 
     def diverging(self, history: dict) -> str | None:
         """A warning for ``fit`` if the latest epoch's training log-likelihood per example is more

@@ -85,7 +85,7 @@ def cat_logq(site: CatSite, log_p0, n: float, cavity: bool):
     """Normalised log-probabilities ``[..., K]`` of ``q`` or of the cavity."""
     k = n - 1.0 if cavity else n
     logf = _per_value(site.logf)
-    return _joined(_normalised(jax.tree.map(lambda a, f: a + k * f, _per_value(log_p0, logf), logf)))
+    return _joined(_normalised(jax.tree.map(lambda a, f: a + k * f, _prior_per_value(log_p0, logf), logf)))
 
 
 # The categorical algebra works value by value: for small K on a list of K arrays ``[...]``
@@ -96,14 +96,17 @@ def cat_logq(site: CatSite, log_p0, n: float, cavity: bool):
 LISTED_SUPPORT = 8
 
 
-def _per_value(a, like=None):
-    """``[..., K]`` -> its values (list of ``[...]`` or ``[K, ...]``, see above); a ``log p0``
-    vector ``[K]`` is split like ``like`` (its entries, or ``[K, 1, ...]``)."""
-    a = jnp.asarray(a) if like is None else a
+def _per_value(a: jax.Array):
+    """``[..., K]`` -> its values: a list of ``[...]`` or one ``[K, ...]`` array (see above)."""
     k = a.shape[-1]
-    if like is not None:
-        return list(a) if isinstance(like, list) else jnp.reshape(jnp.asarray(a), (k,) + (1,) * (like.ndim - 1))
     return [a[..., i] for i in range(k)] if k <= LISTED_SUPPORT else jnp.moveaxis(a, -1, 0)
+
+
+def _prior_per_value(log_p0, values):
+    """``log p0`` ``[K]`` (NumPy) in the form of ``values``: its entries, or ``[K, 1, ...]``."""
+    if isinstance(values, list):
+        return list(log_p0)
+    return jnp.reshape(jnp.asarray(log_p0), (-1,) + (1,) * (values.ndim - 1))
 
 
 def _joined(values) -> jax.Array:
@@ -498,7 +501,7 @@ def _apply_cat(site: CatSite, log_p0, n, n_new, sums: CatSums, damping: float, m
     with the sum over examples, so it is applied once to the sum.
     """
     logf_old, log_sum = _per_value(site.logf), _per_value(sums.log_sum)
-    log_p0 = _per_value(log_p0, logf_old)
+    log_p0 = _prior_per_value(log_p0, logf_old)
     k = site.logf.shape[-1]
     centre = _over_values(jnp.add, log_sum) / k
     logq = _normalised(jax.tree.map(lambda a, f, t: a + n_new * (f + damping * (t - centre - sums.count * f) / n_new),
