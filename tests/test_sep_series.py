@@ -103,7 +103,7 @@ def test_series_step_is_the_per_example_step_within_the_bound(prior):
     model = _model(prior)
     x, y = model.check_data(data.x, data.y)
     batch = Batch(jnp.asarray(x[:32]), jnp.asarray(y[:32]), jnp.arange(32) < 29)
-    per_example = SEP(batch_size=32, enumerate_limit=0)
+    per_example = SEP(batch_size=32, enumerate_limit=0, categorical_update="per_example")
     series = SEP(batch_size=32, enumerate_limit=0, categorical_update="series")
     state = per_example.init(jax.random.PRNGKey(0), model, x, y)
     series.init(jax.random.PRNGKey(0), model, x, y)  # binds the model
