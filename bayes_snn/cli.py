@@ -118,8 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "about 2x faster on digits, 40x with 784 inputs)")
     f.add_argument("--categorical-update", choices=CATEGORICAL_UPDATES, default=None,
                    help="sep: how the per-example sites of discrete weights in moment form are summed: "
-                        "per_example (default, a logarithm each), series (a power series summed by matrix "
-                        "products where its remainder bound allows, per-example logarithms elsewhere) or taylor "
+                        "series (default: in the first layer a power series summed by matrix products where its "
+                        "remainder bound allows, per-example logarithms elsewhere), per_example (a logarithm each) "
+                        "or taylor "
                         "(the second-order expansion of log Z in the weight's value, summed by matrix products)")
     f.add_argument("--backtrack", type=_positive("--backtrack", float, zero_ok=True), default=None,
                    help="sep: redo an update that lowers its minibatch's log-likelihood with the damping times "

@@ -22,7 +22,7 @@ Usage::
     python benchmarks/sep_step_cost.py --out taylor.json --weights gaussian --gaussian-update taylor
     python benchmarks/sep_step_cost.py --out wide.json --datasets random:784 --weights gaussian
         # MNIST-sized input (784 uniform random features, 10 classes)
-    python benchmarks/sep_step_cost.py --out series.json --weights binary --categorical-update series
+    python benchmarks/sep_step_cost.py --out per_example.json --weights binary --categorical-update per_example
     python benchmarks/sep_step_cost.py --out grid.json --weights int:6 --calls 5 --repeats 3
         # signed 6-bit weights (127 values)
 
@@ -54,7 +54,7 @@ def _time(fn, args, calls: int, repeats: int) -> float:
 
 
 def run(dataset: str, weights: str, neuron: str, calls: int, repeats: int, batch_size: int,
-        gaussian_update: str = "moment_match", categorical_update: str = "per_example") -> dict:
+        gaussian_update: str = "moment_match", categorical_update: str = "series") -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     p.add_argument("--weights", nargs="+", default=["gaussian", "binary", "ternary"])
     p.add_argument("--gaussian-update", choices=["moment_match", "taylor"], default="moment_match",
                    help="SEP's gaussian_update")
-    p.add_argument("--categorical-update", choices=["per_example", "series", "taylor"], default="per_example",
+    p.add_argument("--categorical-update", choices=["per_example", "series", "taylor"], default="series",
                    help="SEP's categorical_update")
     args = p.parse_args(argv)
     rows = [run(d, w, neuron, args.calls, args.repeats, args.batch_size, args.gaussian_update,

@@ -208,7 +208,7 @@ def main(argv=None) -> int:
     p.add_argument("--gaussian-update", choices=["moment_match", "taylor"], default=None,
                    help="SEP's gaussian_update (default: SEP's own, moment_match)")
     p.add_argument("--categorical-update", choices=["per_example", "series", "taylor"], default=None,
-                   help="SEP's categorical_update (default: SEP's own, per_example)")
+                   help="SEP's categorical_update (default: SEP's own, series)")
     p.add_argument("--backtrack", type=float, default=None,
                    help="SEP's backtrack (default: SEP's own, 0): redo overshooting updates with a shorter step")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one JSON config, print its row

@@ -21,8 +21,8 @@ PBP/EBP moment propagation and SEP (Li, Hernandez-Lobato & Turner 2015):
   categorical sites: ``f_n(a_k) = Z_n(a_k) / Z_n`` from ``d log Z / d q(a_k)`` (exact for
   enumerated layers; first order otherwise, from the derivatives with respect to each
   weight's mean and variance; see ``sep_sites.update_cat`` and ``update_cat_moments``; with
-  ``categorical_update="series"``, the logarithms of a ``Direct``-fed layer summed by matrix
-  products where a power series is accurate enough). The
+  the default ``categorical_update="series"``, the logarithms of a ``Direct``-fed layer summed
+  by matrix products where a power series is accurate enough). The
   per-example sites are averaged in natural parameters and applied with the SEP update
   ``eta_f <- eta_f + damping / N * sum_n (eta_{f_n} - eta_f)``. Padded examples (``mask``
   False) contribute nothing.
@@ -217,13 +217,14 @@ class SEP:
         digits (64 inputs, 128 hidden units) takes about half the time.
     categorical_update : {"per_example", "series", "taylor"}
         How the minibatch sum ``sum_n log f_n`` of a categorical site in moment form (a
-        discrete layer that is not enumerated) is formed. ``"per_example"`` (default): a
-        logarithm per example, weight and support value. ``"series"``: for the Dense layer
-        fed by the ``Direct``-encoded data, the power series of ``log(1 + eps_n)`` to third
-        order, whose minibatch sums are matrix products; weights where a bound on its
-        remainder exceeds a tenth of the second-order term (the first-order ratio's own
-        error), or where the bound on ``|eps_n|`` exceeds 1/2, get the per-example logarithms (see
-        ``sep_sites.outer_series_sums``). Other layers are unaffected. ``"taylor"``: every
+        discrete layer that is not enumerated) is formed. ``"per_example"``: a logarithm per
+        example, weight and support value. ``"series"`` (default): the same, except in the
+        Dense layer fed by the ``Direct``-encoded data, where the power series of
+        ``log(1 + eps_n)`` to third order gives the minibatch sums as matrix products; weights
+        where a bound on its remainder exceeds a tenth of the second-order term (the
+        first-order ratio's own error), or where the bound on ``|eps_n|`` exceeds 1/2, get the
+        per-example logarithms (see ``sep_sites.outer_series_sums``). On digits it gives the
+        per-example fits to three decimals, 1.5x faster per epoch (10x with 784 inputs). ``"taylor"``: every
         moment-form layer's ``log f_n`` is the second-order expansion of ``log Z_n`` in the
         weight's value (the Gaussian Taylor site on the support, without its clip; see
         ``sep_sites.taylor_cat_sums``), summed by matrix products in the ``Direct``-fed
