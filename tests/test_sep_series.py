@@ -147,6 +147,25 @@ def test_series_trains_like_the_per_example_update():
     assert abs(accuracy["series"] - accuracy["per_example"]) < 0.03
 
 
+@pytest.mark.parametrize("prior, enumerate_limit", [(priors.Normal(0.0, 1.0), 0), (priors.Binary(0.5), 256)])
+def test_the_series_default_changes_nothing_without_a_moment_form_first_layer(prior, enumerate_limit):
+    # Gaussian weights, or an enumerated discrete first layer: the default takes the same
+    # (unfactored) derivatives as the per-example update, so the step is bit for bit the same.
+    data = datasets.yin_yang("train", size=64)
+    model = _model(prior)
+    x, y = model.check_data(data.x, data.y)
+    batch = Batch(jnp.asarray(x[:32]), jnp.asarray(y[:32]), jnp.ones(32, bool))
+    default, per_example = SEP(enumerate_limit=enumerate_limit), SEP(enumerate_limit=enumerate_limit,
+                                                                     categorical_update="per_example")
+    assert default.categorical_update == "series"
+    state = default.init(jax.random.PRNGKey(0), model, x, y)
+    per_example.init(jax.random.PRNGKey(0), model, x, y)
+    assert not default.factored(default.pass_inputs(state)[2])
+    got, want = (jax.jit(m.step)(None, state, batch)[0] for m in (default, per_example))
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_invalid_categorical_update_raises():
     with pytest.raises(ValueError, match="categorical_update must be one of"):
         SEP(categorical_update="log")
