@@ -224,9 +224,10 @@ class SEP:
         where a bound on its remainder exceeds a tenth of the second-order term (the
         first-order ratio's own error), or where the bound on ``|eps_n|`` exceeds 1/2, get the
         per-example logarithms (see ``sep_sites.outer_series_sums``). On digits it gives the
-        per-example fits to three decimals, 1.5x faster per epoch (10x with 784 inputs). ``"taylor"``: every
-        moment-form layer's ``log f_n`` is the second-order expansion of ``log Z_n`` in the
-        weight's value (the Gaussian Taylor site on the support, without its clip; see
+        per-example fits to three decimals, 1.3-1.7x faster per epoch (about 10x with 784
+        inputs); on a 4-input layer it is 5-20 % slower. ``"taylor"``: every moment-form
+        layer's ``log f_n`` is the second-order expansion of ``log Z_n`` in the weight's
+        value (the Gaussian Taylor site on the support, without its clip; see
         ``sep_sites.taylor_cat_sums``), summed by matrix products in the ``Direct``-fed
         layer: the fastest, and as accurate on wide layers (digits); not for narrow ones
         (a 4-input layer in moment form failed; such layers are enumerated by default).
