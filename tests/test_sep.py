@@ -552,7 +552,8 @@ def test_moment_form_categorical_update_equals_the_probability_form(data, prior)
                      readouts.MeanMembrane())
     model = Classifier(net, 3)
     x, y = model.check_data(data.x, data.y)
-    sep = SEP(batch_size=16, enumerate_limit=0, categorical_update="per_example")  # no enumeration: every weight is in moment form
+    # No enumeration: every weight is in moment form.
+    sep = SEP(batch_size=16, enumerate_limit=0, categorical_update="per_example")
     state = sep.init(jax.random.PRNGKey(3), model, x, y)
     batch = Batch(jnp.asarray(x[:16]), jnp.asarray(y[:16]), jnp.arange(16) < 13)
     for _ in range(2):  # the second step starts from a non-trivial site

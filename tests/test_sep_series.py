@@ -111,7 +111,8 @@ def test_series_step_is_the_per_example_step_within_the_bound(prior):
         state, _ = jax.jit(per_example.step)(None, state, batch._replace(x=batch.x[::-1], y=batch.y[::-1]))
     want, _ = jax.jit(per_example.step)(None, state, batch)
     got, _ = jax.jit(series.step)(None, state, batch)
-    _, inputs, _ = series.pass_inputs(state)
+    _, inputs, moment_form = series.pass_inputs(state)
+    assert series.factored(moment_form) and not per_example.factored(moment_form)
     site = "dense_0.weight"
     logz, grads = evidence_derivatives(model, inputs, batch.x, batch.y, enumerate_limit=0, factored=True)
     _, second = _reference(prior.values, inputs[site], grads[site], batch.mask & jnp.isfinite(logz))
