@@ -3,9 +3,9 @@
 Grid: dataset {yinyang, digits} x weights {gaussian, binary, ternary} x neuron
 {single-step, lif} x method {sep, surrogate}, all on the same network
 (``presets.classifier``: Direct encoding, Dense(hidden), SpikeResponse or LIF(0.9, 1),
-Dense(classes), mean-membrane readout) and the same minibatches (batch 32), trained by the
-loop of ``inference.fit`` (minibatches gathered on the device, no host synchronisation
-between steps). Each configuration runs in its own process so that its peak RSS is its own.
+Dense(classes), mean-membrane readout) and the same minibatches (batch 32 unless
+``--batch-size``), trained by the loop of ``inference.fit`` (minibatches gathered on the
+device, no host synchronisation between steps). Each configuration runs in its own process so that its peak RSS is its own.
 
 Per configuration: test accuracy after every epoch; after the last epoch NLL and ECE (SEP:
 the moment-propagation predictive, and accuracy/NLL/ECE of the Monte Carlo predictive with
@@ -28,6 +28,8 @@ Usage::
         # Gaussian sites from the second-order expansion (matrix-product sums)
     python benchmarks/sep_vs_surrogate.py --out tempered.json --likelihood-weight 1 3 10 30
         # SEP's likelihood_weight chosen per run by inference.select on held-out training data
+    python benchmarks/sep_vs_surrogate.py --out joint.json --likelihood-weight 1 3 --batch-size 16 32
+        # SEP's likelihood_weight and batch size chosen jointly (the surrogate trainer uses the first size)
 
 With ``--seeds 0 1 2`` every configuration runs once per seed (initial sites and minibatch
 order); the table shows means over seeds (and the sd of the final accuracy). The JSON file
@@ -56,6 +58,8 @@ TARGETS = {
 
 # SEP settings passed through when given (else SEP's own defaults).
 SEP_SETTINGS = ("enumerate_limit", "gaussian_update", "categorical_update", "backtrack")
+# SEP settings given as lists: with several values, chosen jointly per run by inference.select.
+SELECTED = ("likelihood_weight", "batch_size")
 
 
 def _run_one(cfg: dict) -> dict:
@@ -73,18 +77,21 @@ def _run_one(cfg: dict) -> dict:
                                weights=cfg["weights"], neuron=cfg["neuron"], readout_scale=cfg["readout_scale"])
     selection = None
     if cfg["method"] == "sep":
-        method = inference.SEP(epochs=cfg["epochs"], batch_size=cfg["batch_size"], damping=cfg["damping"],
+        method = inference.SEP(epochs=cfg["epochs"], batch_size=cfg["batch_size"][0], damping=cfg["damping"],
                                anneal=cfg["anneal"], likelihood_weight=cfg["likelihood_weight"][0],
                                **{k: cfg[k] for k in SEP_SETTINGS if cfg.get(k) is not None})
-        if len(cfg["likelihood_weight"]) > 1:  # choose on held-out training data; the test set stays unseen
+        names = tuple(name for name in SELECTED if len(cfg[name]) > 1)
+        if names:  # choose on held-out training data; the test set stays unseen
             t0 = time.perf_counter()
-            choice = inference.select(model, train, method, "likelihood_weight", cfg["likelihood_weight"],
+            grid = list(itertools.product(*(cfg[name] for name in names)))
+            choice = inference.select(model, train, method, names, grid,
                                       rng_key=jax.random.PRNGKey(1000 + cfg["seed"]), mode="moments")
-            method = dataclasses.replace(method, likelihood_weight=choice.best)
-            selection = dict(chosen=choice.best, seconds=time.perf_counter() - t0,
-                             held_out_nll={str(v): s["nll"] for v, s in choice.scores.items()})
+            method = dataclasses.replace(method, **dict(zip(names, choice.best)))
+            label = lambda v: "/".join(f"{x:g}" for x in v)  # noqa: E731
+            selection = dict(chosen=label(choice.best), seconds=time.perf_counter() - t0, param="/".join(names),
+                             held_out_nll={label(v): s["nll"] for v, s in choice.scores.items()})
     else:
-        method = inference.SurrogateGradient(epochs=cfg["epochs"], batch_size=cfg["batch_size"])
+        method = inference.SurrogateGradient(epochs=cfg["epochs"], batch_size=cfg["batch_size"][0])
     x, y = model.check_data(train.x, train.y)
     state_floats = int(sum(np.size(leaf) for leaf in
                            jax.tree_util.tree_leaves(method.init(jax.random.PRNGKey(0), model, x, y))))
@@ -97,6 +104,7 @@ def _run_one(cfg: dict) -> dict:
                seconds_per_epoch=statistics.median(seconds[1:] or seconds), first_epoch_seconds=seconds[0],
                peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, state_floats=state_floats)
     row.pop("likelihood_weight")  # the candidates; SEP rows record the value used
+    row["batch_size"] = method.batch_size
     if cfg["method"] == "sep":
         row.update(likelihood_weight=method.likelihood_weight, selection=selection,
                    backtracked=[int(v) for v in post.history["num_backtracked"]])
@@ -138,6 +146,7 @@ def _summaries(rows: list[dict]) -> list[dict]:
                 summary[field] = statistics.mean(r[field] for r in rs)
         if rs[0]["method"] == "sep" and "likelihood_weight" in rs[0]:
             summary["likelihood_weight"] = [r["likelihood_weight"] for r in rs]
+            summary["batch_size"] = [r["batch_size"] for r in rs]
         out.append(summary)
     return out
 
@@ -160,8 +169,9 @@ def _table(summaries: list[dict]) -> str:
                      f"{s['peak_rss_mb']:7.0f} {s['state_floats']:7.0f}")
         if "mc_accuracy" in s:
             lam = "/".join(f"{v:g}" for v in s["likelihood_weight"])
+            batch = "/".join(f"{v:g}" for v in s.get("batch_size", []))  # absent in older JSON
             lines.append(f"{'':39}{'  MC over q: acc ' + format(s['mc_accuracy'], '.3f'):33} {s['mc_nll']:6.3f} "
-                         f"{s['mc_ece']:6.3f}   likelihood_weight {lam}")
+                         f"{s['mc_ece']:6.3f}   likelihood_weight {lam}, batch {batch}")
     return "\n".join(lines)
 
 
@@ -191,7 +201,9 @@ def main(argv=None) -> int:
     p.add_argument("--weights", nargs="+", default=["gaussian", "binary", "ternary"])
     p.add_argument("--neurons", nargs="+", default=["single-step", "lif"])
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, nargs="+", default=[32],
+                   help="minibatch size; several values: SEP's chosen per run with the likelihood weight by "
+                        "inference.select, the surrogate trainer's the first")
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--steps", type=int, default=10, help="time steps of the LIF network")
     p.add_argument("--readout-scale", type=float, default=30.0)

@@ -45,6 +45,23 @@ def test_select_keeps_the_candidate_with_the_lowest_held_out_nll(data):
     assert again["nll"] == pytest.approx(nll[choice.best], rel=1e-5)
 
 
+def test_select_chooses_several_settings_jointly(data):
+    model, key = _model(), jax.random.PRNGKey(4)
+    pairs = [(1.0, 16), (2.0, 16), (1.0, 32)]
+    choice = inference.select(model, data, inference.SEP(epochs=2), ("likelihood_weight", "batch_size"), pairs,
+                              rng_key=key, num_samples=10)
+    assert choice.param == ("likelihood_weight", "batch_size") and list(choice.scores) == pairs
+    nll = {v: s["nll"] for v, s in choice.scores.items()}
+    assert choice.best == min(nll, key=nll.get)
+    assert len(set(nll.values())) == 3  # each candidate is a different fit
+    # Each score belongs to a fit with both settings applied: reproduce one that is not the first.
+    k_split, k_fit, k_eval = jax.random.split(key, 3)
+    fit_part, valid_part = split(data, 0.2, k_split)
+    post = inference.fit(model, fit_part, inference.SEP(epochs=2, likelihood_weight=2.0, batch_size=16),
+                         rng_key=k_fit, progress_bar=False)
+    assert post.evaluate(valid_part, k_eval, num_samples=10)["nll"] == pytest.approx(nll[(2.0, 16)], rel=1e-5)
+
+
 @pytest.mark.parametrize(
     "method, param, values, kwargs, match",
     [
@@ -55,6 +72,13 @@ def test_select_keeps_the_candidate_with_the_lowest_held_out_nll(data):
         (inference.SEP(epochs=1), "damping", [0.5], {"valid_fraction": 1.0}, "valid_fraction"),
         (inference.SEP(epochs=1), "damping", [0.5], {"valid_fraction": 0.001}, "valid_fraction"),
         ("sep", "damping", [0.5], {}, "method must be a backend"),
+        (inference.SEP(epochs=1), ("damping", "batch_size"), [(0.5, 16), 0.5], {}, "one tuple of 2 values"),
+        (inference.SEP(epochs=1), ("damping", "batch_size"), [(0.5,)], {}, "one tuple of 2 values"),
+        (inference.SEP(epochs=1), ("damping", "damping"), [(0.5, 0.5)], {}, "distinct fields"),
+        (inference.SEP(epochs=1), (), [()], {}, "distinct fields"),
+        (inference.SEP(epochs=1), ("damping", "rate"), [(0.5, 1)], {}, "param must be a field of SEP.*'rate'"),
+        (inference.SEP(epochs=1), ("damping", "batch_size"), [(0.5, 16), [0.5, 16]], {}, "distinct candidates"),
+        (inference.SEP(epochs=1), ("damping", "batch_size"), [(0.5, 0)], {}, "batch_size"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(data, method, param, values, kwargs, match):

@@ -1,4 +1,4 @@
-"""``select``: choose one setting of a backend by its held-out log-likelihood.
+"""``select``: choose settings of a backend by its held-out log-likelihood.
 
 Some settings cannot be chosen by the posterior itself: the power of a tempered likelihood
 (``SEP(likelihood_weight=...)``, ``VI(kl_weight=...)``), the damping, the number of epochs.
@@ -6,7 +6,8 @@ Some settings cannot be chosen by the posterior itself: the power of a tempered 
 once per candidate value on the rest (same seed for every candidate), and scores each
 predictive on the held-out part by its negative log-likelihood, a proper scoring rule
 the fits never see. The test data stay untouched; refit on all training data with the
-chosen value.
+chosen value. Several settings are chosen jointly by naming them together
+(``param=("likelihood_weight", "batch_size")``) and listing one tuple per candidate.
 
 Example
 -------
@@ -18,6 +19,11 @@ Example
 ...                           rng_key=jax.random.PRNGKey(0), num_samples=20)
 >>> choice.best in (1, 2), sorted(choice.scores[1])
 (True, ['accuracy', 'brier', 'ece', 'nll'])
+>>> pairs = [(1, 16), (2, 32)]  # (likelihood_weight, batch_size); a full grid: itertools.product
+>>> choice = inference.select(Classifier(net, 3), data, inference.SEP(epochs=2), ("likelihood_weight", "batch_size"),
+...                           pairs, rng_key=jax.random.PRNGKey(0), num_samples=20)
+>>> choice.best in pairs
+True
 """
 
 from __future__ import annotations
@@ -38,10 +44,11 @@ class Selection(NamedTuple):
     """The chosen value ``best`` of ``param`` and the held-out metrics of every candidate.
 
     ``scores`` maps each candidate value to ``Posterior.evaluate``'s metrics on the held-out
-    part (``nll`` decides; ties go to the earlier candidate).
+    part (``nll`` decides; ties go to the earlier candidate). With several settings
+    (``param`` a tuple of names) every candidate, and ``best``, is a tuple of their values.
     """
 
-    param: str
+    param: str | tuple[str, ...]
     best: Any
     scores: dict
 
@@ -60,8 +67,8 @@ def split(data, valid_fraction: float, rng_key: jax.Array):
     return (np.take(x, fit_idx, axis=axis), y[fit_idx]), (np.take(x, valid_idx, axis=axis), y[valid_idx])
 
 
-def select(model, data, method, param: str, values: Sequence, *, rng_key: jax.Array, valid_fraction: float = 0.2,
-           mode: str = "sample", num_samples: int = 100) -> Selection:
+def select(model, data, method, param: str | tuple[str, ...], values: Sequence, *, rng_key: jax.Array,
+           valid_fraction: float = 0.2, mode: str = "sample", num_samples: int = 100) -> Selection:
     """Fit ``method`` with ``param`` set to each of ``values``; keep the best held-out NLL.
 
     Parameters
@@ -71,8 +78,11 @@ def select(model, data, method, param: str, values: Sequence, *, rng_key: jax.Ar
     method : backend dataclass
         ``param`` must be one of its fields (``dataclasses.replace`` sets it, so the
         backend validates every candidate).
+    param : str or tuple of str
+        The setting to choose, or several distinct settings chosen jointly.
     values : sequence
-        Candidate values (at least one, distinct).
+        Candidate values (at least one, distinct); for a tuple ``param``, tuples with one
+        value per setting (for a full grid, ``itertools.product`` of each setting's values).
     rng_key : PRNG key
         Fixes the split, the fits (the same key for every candidate) and the scoring draws.
     valid_fraction : float in (0, 1)
@@ -83,14 +93,26 @@ def select(model, data, method, param: str, values: Sequence, *, rng_key: jax.Ar
     if not dataclasses.is_dataclass(method):
         raise ValueError(f"method must be a backend such as inference.SEP(); got {type(method).__name__}")
     fields = [f.name for f in dataclasses.fields(method)]
-    if param not in fields:
-        raise ValueError(f"param must be a field of {type(method).__name__} ({', '.join(fields)}); got {param!r}")
+    joint = isinstance(param, (tuple, list))
+    names = tuple(param) if joint else (param,)
+    for name in names:
+        if name not in fields:
+            raise ValueError(f"param must be a field of {type(method).__name__} ({', '.join(fields)}); got {name!r}")
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"param must name distinct fields of {type(method).__name__}; got {param!r}")
     values = list(values)
+    if joint:
+        for value in values:
+            if not isinstance(value, (tuple, list)) or len(value) != len(names):
+                raise ValueError(f"values must hold one tuple of {len(names)} values (one per name in param={names}) "
+                                 f"per candidate; got {value!r}")
+        values = [tuple(v) for v in values]
     if not values or len(set(map(repr, values))) != len(values):
         raise ValueError(f"values must be a non-empty sequence of distinct candidates; got {values!r}")
     if not isinstance(valid_fraction, (int, float)) or not (0.0 < valid_fraction < 1.0):
         raise ValueError(f"valid_fraction must be in (0, 1); got {valid_fraction!r}")
-    candidates = [dataclasses.replace(method, **{param: v}) for v in values]  # validates each value
+    # dataclasses.replace validates every candidate
+    candidates = [dataclasses.replace(method, **dict(zip(names, v if joint else (v,)))) for v in values]
     x, y = model.check_data(*_unpack(data))
     check_key("rng_key", rng_key)
     k_split, k_fit, k_eval = jax.random.split(rng_key, 3)
@@ -101,7 +123,7 @@ def select(model, data, method, param: str, values: Sequence, *, rng_key: jax.Ar
         scores[value] = post.evaluate(valid_part, k_eval, num_samples=num_samples, mode=mode)
     nll = np.array([scores[v]["nll"] for v in values])
     best = values[int(np.argmin(np.where(np.isfinite(nll), nll, np.inf)))]
-    return Selection(param, best, scores)
+    return Selection(names if joint else param, best, scores)
 
 
 __all__ = ["select", "Selection", "split"]
