@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import math
 import resource
@@ -99,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gain of the first layer and sd of its bias prior (default: presets.classifier's, "
                         "16/sqrt(inputs) for discrete weights with LIF neurons, else 1/sqrt(inputs))")
     f.add_argument("--epochs", type=_positive("--epochs"), default=None, help="epochs (method default if omitted)")
-    f.add_argument("--batch-size", type=_positive("--batch-size"), default=None, help="minibatch size")
+    f.add_argument("--batch-size", type=_positive("--batch-size"), nargs="+", default=None,
+                   help="minibatch size; several values: the best held-out NLL on 20%% of the training data, "
+                        "chosen jointly with --likelihood-weight (inference.select)")
     f.add_argument("--seed", type=int, default=0, help="random seed")
     f.add_argument("--likelihood-weight", type=_positive("--likelihood-weight", float), nargs="+", default=None,
                    help="sep/svi: fit the tempered posterior p0(W) p(D|W)^VALUE (svi: kl_weight = 1/VALUE); "
@@ -158,7 +161,7 @@ def cmd_fit(args) -> dict:
         train.x.shape[-1], max(train.num_classes, 2), hidden=args.hidden, steps=args.steps,
         weights=args.weights, neuron=args.neuron, input_gain=args.input_gain, device=device,
     )
-    method = METHODS[args.method](args.epochs, args.batch_size)
+    method = METHODS[args.method](args.epochs, args.batch_size[0] if args.batch_size else None)
     settings = {name: getattr(args, name) for name in METHOD_SETTINGS if getattr(args, name) is not None}
     for name in settings:
         _require_method(f"--{name.replace('_', '-')}", METHOD_SETTINGS[name], args.method)
@@ -166,19 +169,7 @@ def cmd_fit(args) -> dict:
         method = dataclasses.replace(method, **settings)
     except ValueError as err:
         raise ValueError(f"--{err}") from None
-    tempering = {}
-    if args.likelihood_weight:
-        _require_method("--likelihood-weight", TEMPERING, args.method)
-        param, convert = TEMPERING[args.method]
-        candidates = list(dict.fromkeys(args.likelihood_weight))
-        values = [convert(c) for c in candidates]
-        chosen = candidates[0]
-        if len(candidates) > 1:
-            choice = select(model, train, method, param, values, rng_key=jax.random.PRNGKey(args.seed + 2))
-            chosen = candidates[values.index(choice.best)]
-            tempering["held_out_nll"] = {f"{c:g}": choice.scores[v]["nll"] for c, v in zip(candidates, values)}
-        method = dataclasses.replace(method, **{param: convert(chosen)})
-        tempering["likelihood_weight"] = chosen
+    method, chosen = _choose(args, model, train, method)
     t0 = time.perf_counter()
     post = fit(model, train, method, rng_key=jax.random.PRNGKey(args.seed), progress_bar=not args.no_progress)
     seconds = time.perf_counter() - t0
@@ -189,7 +180,7 @@ def cmd_fit(args) -> dict:
         "neuron": args.neuron, "hidden": args.hidden, "steps": args.steps, "input_gain": input_gain,
         "epochs": method.epochs, "batch_size": method.batch_size, "seed": args.seed,
         **{name: getattr(method, name) for name in METHOD_SETTINGS if args.method in METHOD_SETTINGS[name]},
-        **tempering, **scores, "train_seconds": seconds,
+        **chosen, **scores, "train_seconds": seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "history": {k: v.tolist() for k, v in post.history.items()},
     }
@@ -198,6 +189,34 @@ def cmd_fit(args) -> dict:
         post.save(args.out / "posterior.npz")
         (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def _choose(args, model, train, method):
+    """Apply ``--likelihood-weight`` and ``--batch-size``, choosing among several values of either
+    jointly by ``inference.select``; returns the backend and what ``metrics.json`` records."""
+    import jax
+
+    flags = {}  # backend setting -> (metrics.json name, the values given, as the backend takes them)
+    if args.likelihood_weight:
+        _require_method("--likelihood-weight", TEMPERING, args.method)
+        param, convert = TEMPERING[args.method]
+        given = list(dict.fromkeys(args.likelihood_weight))
+        flags[param] = ("likelihood_weight", given, [convert(v) for v in given])
+    if args.batch_size:
+        given = list(dict.fromkeys(args.batch_size))
+        flags["batch_size"] = ("batch_size", given, given)
+    names = tuple(flags)
+    labels = list(itertools.product(*(given for _, given, _ in flags.values())))
+    values = list(itertools.product(*(taken for _, _, taken in flags.values())))
+    best, record = labels[0], {}
+    if len(values) > 1:
+        choice = select(model, train, method, names, values, rng_key=jax.random.PRNGKey(args.seed + 2))
+        best = labels[values.index(choice.best)]
+        record["chosen_on_held_out_data"] = [name for name, _, _ in flags.values()]
+        record["held_out_nll"] = {"/".join(f"{v:g}" for v in label): choice.scores[value]["nll"]
+                                  for label, value in zip(labels, values)}
+    record.update((name, value) for (name, _, _), value in zip(flags.values(), best))
+    return dataclasses.replace(method, **dict(zip(names, values[labels.index(best)]))), record
 
 
 def cmd_evaluate(args) -> dict:
@@ -225,9 +244,12 @@ def _report(metrics: dict) -> None:
         print(f"method {metrics['method']}, {metrics['epochs']} epochs in {metrics['train_seconds']:.1f} s, "
               f"peak RSS {metrics['peak_rss_mb']:.0f} MB")
     if "likelihood_weight" in metrics:
-        held_out = metrics.get("held_out_nll")
-        scores = "" if held_out is None else " (held-out NLL " + ", ".join(f"{k}: {v:.4f}" for k, v in held_out.items()) + ")"
-        print(f"tempered posterior: likelihood_weight {metrics['likelihood_weight']:g}{scores}")
+        print(f"tempered posterior: likelihood_weight {metrics['likelihood_weight']:g}")
+    if "held_out_nll" in metrics:
+        chosen = ", ".join(f"{name} {metrics[name]:g}" for name in metrics["chosen_on_held_out_data"])
+        scores = ", ".join(f"{k}: {v:.4f}" for k, v in metrics["held_out_nll"].items())
+        print(f"chosen on held-out data: {chosen} (held-out NLL {'/'.join(metrics['chosen_on_held_out_data'])} "
+              f"{scores})")
 
 
 def main(argv: list[str] | None = None) -> int:

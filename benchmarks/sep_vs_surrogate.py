@@ -62,6 +62,11 @@ SEP_SETTINGS = ("enumerate_limit", "gaussian_update", "categorical_update", "bac
 SELECTED = ("likelihood_weight", "batch_size")
 
 
+def _label(values) -> str:
+    """``"5/16"`` for the candidate ``(5.0, 16)``."""
+    return "/".join(f"{v:g}" for v in values)
+
+
 def _run_one(cfg: dict) -> dict:
     """Train one configuration in this process; returns its row."""
     import jax
@@ -87,9 +92,8 @@ def _run_one(cfg: dict) -> dict:
             choice = inference.select(model, train, method, names, grid,
                                       rng_key=jax.random.PRNGKey(1000 + cfg["seed"]), mode="moments")
             method = dataclasses.replace(method, **dict(zip(names, choice.best)))
-            label = lambda v: "/".join(f"{x:g}" for x in v)  # noqa: E731
-            selection = dict(chosen=label(choice.best), seconds=time.perf_counter() - t0, param="/".join(names),
-                             held_out_nll={label(v): s["nll"] for v, s in choice.scores.items()})
+            selection = dict(chosen=_label(choice.best), seconds=time.perf_counter() - t0, param="/".join(names),
+                             held_out_nll={_label(v): s["nll"] for v, s in choice.scores.items()})
     else:
         method = inference.SurrogateGradient(epochs=cfg["epochs"], batch_size=cfg["batch_size"][0])
     x, y = model.check_data(train.x, train.y)
@@ -168,8 +172,7 @@ def _table(summaries: list[dict]) -> str:
                      f"{s['nll']:6.3f} {s['ece']:6.3f} {s['seconds_per_epoch']:7.2f} {ratio:5.2f} "
                      f"{s['peak_rss_mb']:7.0f} {s['state_floats']:7.0f}")
         if "mc_accuracy" in s:
-            lam = "/".join(f"{v:g}" for v in s["likelihood_weight"])
-            batch = "/".join(f"{v:g}" for v in s.get("batch_size", []))  # absent in older JSON
+            lam, batch = _label(s["likelihood_weight"]), _label(s.get("batch_size", []))  # no batch: older JSON
             lines.append(f"{'':39}{'  MC over q: acc ' + format(s['mc_accuracy'], '.3f'):33} {s['mc_nll']:6.3f} "
                          f"{s['mc_ece']:6.3f}   likelihood_weight {lam}, batch {batch}")
     return "\n".join(lines)

@@ -129,6 +129,26 @@ def test_likelihood_weight_is_chosen_on_held_out_data_and_recorded(method, param
     assert f"likelihood_weight {chosen:g}" in out
 
 
+@pytest.mark.parametrize("method, tempering", [("sep", ["--likelihood-weight", "1", "4"]), ("surrogate", [])])
+def test_several_batch_sizes_are_chosen_jointly_on_held_out_data(method, tempering, tmp_path, capsys, monkeypatch):
+    fits = []
+    real_fit = cli.fit
+    monkeypatch.setattr(cli, "fit", lambda model, data, m, **kw: fits.append(m) or real_fit(model, data, m, **kw))
+    code, out, err = run(["fit", *SMALL, "--method", method, *tempering, "--batch-size", "8", "16",
+                          "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    held_out = metrics["held_out_nll"]
+    sizes = ["8", "16"]
+    assert set(held_out) == ({f"{lam}/{b}" for lam in ("1", "4") for b in sizes} if tempering else set(sizes))
+    best = min(held_out, key=held_out.get).split("/")
+    assert metrics["batch_size"] == int(best[-1]) == fits[-1].batch_size  # the final fit uses the choice
+    if tempering:
+        assert metrics["likelihood_weight"] == float(best[0]) == fits[-1].likelihood_weight
+        assert metrics["chosen_on_held_out_data"] == ["likelihood_weight", "batch_size"]
+    assert f"batch_size {best[-1]}" in out
+
+
 def test_sep_settings_reach_the_backend_and_are_recorded(tmp_path, capsys, monkeypatch):
     fits = []
     real_fit = cli.fit
