@@ -55,6 +55,8 @@ TARGETS = {
     ("yinyang", "gaussian"): 0.96,
     ("yinyang", "binary"): 0.93,
     ("digits", "gaussian"): 0.95,
+    ("digits", "binary"): 0.95,
+    ("digits", "ternary"): 0.95,
 }
 
 
