@@ -646,3 +646,22 @@ def test_taylor_update_trains_and_matches_moment_matching():
         accuracy[rule] = post.evaluate(test, mode="moments")["accuracy"]
     assert accuracy["taylor"] > 0.8
     assert abs(accuracy["taylor"] - accuracy["moment_match"]) < 0.05
+
+
+def test_gaussian_update_is_rejected_if_q_would_lose_its_precision_at_a_later_count():
+    # prior N(0, 1); the count grows from n_new = 10 to n_max = 100 examples. Site precisions
+    # per example: -0.005 keeps q proper at every count (1 - 100 x 0.005 = 0.5), -0.05 only
+    # up to 20 examples, so it must be rejected now although q is proper at n_new = 10.
+    prior = (jnp.zeros(3), jnp.ones(3))
+    site = sep_sites.GaussSite(jnp.zeros(3), jnp.zeros(3))
+    target = jnp.array([0.2, -0.005, -0.05])  # the site precision each weight moves to
+    # Ten examples, each with the target's site, and a full step: the site becomes their average.
+    sums = sep_sites.GaussSums(jnp.zeros(3), 10.0 * target, jnp.full(3, 10.0), jnp.int32(0), jnp.int32(0))
+    new, stats = sep_sites.update_gauss(site, prior, 9.0, 10.0, sums, damping=1.0, n_max=100.0)
+    np.testing.assert_allclose(new.lam, [0.2, -0.005, 0.0], rtol=1e-6)  # the last keeps its old site
+    assert int(stats.rejected) == 1
+    for count in (10.0, 100.0):  # q stays proper at every count the run reaches
+        assert np.all(np.asarray(prior[1] + count * new.lam) > 0)
+    # Without the later count in view (n_max = n_new), the same update was accepted.
+    accepted, stats = sep_sites.update_gauss(site, prior, 9.0, 10.0, sums, damping=1.0, n_max=10.0)
+    assert int(stats.rejected) == 0 and float(accepted.lam[2]) == pytest.approx(-0.05)

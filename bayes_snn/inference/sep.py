@@ -114,7 +114,8 @@ class SEPInfo(NamedTuple):
     log_lik : mean ``log Z`` of the valid examples under the cavity (training log-likelihood).
     delta_eta : root-mean-square change of ``q``'s natural parameters.
     num_dropped : per-example, per-weight contributions dropped (non-finite or variance <= 0).
-    num_rejected : per-weight averaged updates rejected (precision of ``q`` or cavity <= 0).
+    num_rejected : per-weight averaged updates rejected (precision of ``q`` or cavity <= 0, now or at a
+        larger count; see ``sep_sites.update_gauss``).
     num_clipped : per-example Gaussian contributions whose negative site precision was
         clipped to 0, plus categorical weights whose probabilities were floored at ``min_prob``.
     num_backtracked : times the update was redone with a shorter step (``SEP.backtrack``; 0 to
@@ -450,7 +451,7 @@ class SEP:
                     sums = ss.taylor_sums(m, grads[site], mask)
                 else:
                     sums = ss.moment_matched_sums(m, v, grads[site], mask, self.min_ratio)
-                new, st = ss.update_gauss(s, prior, n, n_new, sums, damping)
+                new, st = ss.update_gauss(s, prior, n, n_new, sums, damping, self.likelihood_weight * self._n)
             sites[site] = new
             stats.append(st)
         prior_sites = {}

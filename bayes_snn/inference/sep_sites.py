@@ -275,19 +275,22 @@ def _outer_taylor_sums(m, d: OuterDerivatives, mask, clip: bool) -> GaussSums:
     return GaussSums(m * lam + g_sum, lam, count, clipped, dropped)
 
 
-def update_gauss(site: GaussSite, prior_nat, n, n_new, sums: GaussSums, damping: float):
+def update_gauss(site: GaussSite, prior_nat, n, n_new, sums: GaussSums, damping: float, n_max):
     """SEP update of a Gaussian site from the minibatch's per-example ``sums``.
 
     ``n`` is the number of examples the site stands for before the update (the cavity is
-    ``p0 f^(n-1)``), ``n_new`` after it. An averaged update that would give ``q`` or the
-    cavity a precision below ``PRECISION_FLOOR`` times the prior's (a variance above 1000x
-    the prior's, or a non-positive one) is rejected for that weight (counted).
+    ``p0 f^(n-1)``), ``n_new`` after it, and ``n_max`` the most it will ever stand for (the
+    count only grows). An averaged update that would give the cavity or ``q``, at any count
+    from ``n_new`` to ``n_max``, a precision below ``PRECISION_FLOOR`` times the prior's (a
+    variance above 1000x the prior's, or a non-positive one) is rejected for that weight
+    (counted). The precision is linear in the count, so the two ends decide; a site of
+    negative precision that is safe now can fail at a larger count.
     """
     dr = sums.r - sums.count * site.r
     dlam = sums.lam - sums.count * site.lam
     new = GaussSite(site.r + damping * dr / n_new, site.lam + damping * dlam / n_new)
     floor = jnp.maximum(PRECISION_FLOOR * jnp.abs(prior_nat[1]), 1e-12)
-    ok = (prior_nat[1] + (n_new - 1.0) * new.lam >= floor) & (prior_nat[1] + n_new * new.lam >= floor)
+    ok = (prior_nat[1] + (n_new - 1.0) * new.lam >= floor) & (prior_nat[1] + n_max * new.lam >= floor)
     ok = ok & jnp.isfinite(new.r) & jnp.isfinite(new.lam)
     new = GaussSite(jnp.where(ok, new.r, site.r), jnp.where(ok, new.lam, site.lam))
     change = jnp.sum((n_new * new.r - n * site.r) ** 2) + jnp.sum((n_new * new.lam - n * site.lam) ** 2)
