@@ -5,16 +5,17 @@ Grid: dataset {yinyang, digits} x weights {gaussian, binary, ternary} x neuron
 (``presets.classifier``: Direct encoding, Dense(hidden), SpikeResponse or LIF(0.9, 1),
 Dense(classes), mean-membrane readout) and the same minibatches (batch 32 unless
 ``--batch-size``), trained by the loop of ``inference.fit`` (minibatches gathered on the
-device, no host synchronisation between steps). Each configuration runs in its own process so that its peak RSS is its own.
+device, no host synchronisation between steps). Each configuration runs in its own process
+so that its peak RSS is its own.
 
 Per configuration: test accuracy after every epoch; after the last epoch NLL and ECE (SEP:
 the moment-propagation predictive, and accuracy/NLL/ECE of the Monte Carlo predictive with
 100 weight draws; surrogate: its point estimate), with the ECE floor (``metrics.ece_floor``:
 the mean ECE of a perfectly calibrated model making the same predictions on this many test
-examples; an ECE near it cannot be told apart from perfect calibration); the median seconds per epoch over epochs
-2.. (epoch 1 includes compilation; with a single epoch it is reported as is); the peak
-RSS of the process; and the number of floats in the trainer state (SEP: 2 per Gaussian
-weight, K per categorical weight; surrogate with Adam: 3 per weight). Discrete weights are
+examples; an ECE near it cannot be told apart from perfect calibration); the median seconds
+per epoch over epochs 2.. (epoch 1 includes compilation; with a single epoch it is reported
+as is); the peak RSS of the process; and the number of floats in the trainer state (SEP: 2
+per Gaussian weight, K per categorical weight; surrogate with Adam: 3 per weight). Discrete weights are
 trained by the surrogate trainer as latent reals projected with a straight-through
 estimator (its documented behaviour).
 
@@ -151,8 +152,8 @@ def _summaries(rows: list[dict]) -> list[dict]:
         summary = dict(zip(KEY, key), seeds=len(rs), accuracy=statistics.mean(final),
                        accuracy_sd=statistics.stdev(final) if len(rs) > 1 else 0.0,
                        last_epochs=[statistics.mean(e) for e in zip(*(r["accuracy"] for r in rs))][-3:])
-        for field in ("nll", "ece", "ece_floor", "ece_floor_95", "seconds_per_epoch", "peak_rss_mb", "state_floats", "mc_accuracy", "mc_nll",
-                      "mc_ece"):
+        for field in ("nll", "ece", "ece_floor", "ece_floor_95", "seconds_per_epoch", "peak_rss_mb", "state_floats",
+                      "mc_accuracy", "mc_nll", "mc_ece"):
             if field in rs[0]:
                 summary[field] = statistics.mean(r[field] for r in rs)
         if rs[0]["method"] == "sep" and "likelihood_weight" in rs[0]:
