@@ -315,7 +315,7 @@ class SEP:
         object.__setattr__(self, "_nat", nat)
         rng = np.random.default_rng(np.asarray(jax.random.key_data(rng_key) if jnp.issubdtype(
             rng_key.dtype, jax.dtypes.prng_key) else rng_key).astype(np.uint32))
-        full = self.likelihood_weight * n  # examples the sites stand for once every copy is seen
+        full = self.full_count
         if full < min(self.batch_size, n):
             raise ValueError(f"likelihood_weight x N must be at least the minibatch size (a minibatch moves q by "
                              f"damping x M / (likelihood_weight x N)); got likelihood_weight={self.likelihood_weight}, "
@@ -381,6 +381,12 @@ class SEP:
         return self.categorical_update != "per_example" and f"{first}.weight" in moment_form
 
     @property
+    def full_count(self) -> float:
+        """Examples the sites stand for once every copy of the data is seen: ``likelihood_weight x N``
+        (the most the count reaches; it only grows)."""
+        return self.likelihood_weight * self._n
+
+    @property
     def ramp_rate(self) -> float:
         """Count added per example once the count has reached ``N`` (see ``likelihood_weight``)."""
         return 1.0 if self.epochs < 2 else max(1.0, (self.likelihood_weight - 1.0) / (self.epochs - 1))
@@ -402,7 +408,7 @@ class SEP:
                                            batch_axis(batch.x), factored=self.factored(moment_form))
         mask = batch.mask & jnp.isfinite(logz)
         n = state.seen
-        full = self.likelihood_weight * self._n
+        full = self.full_count
         n_new = jnp.minimum(n + jnp.where(n >= self._n, self.ramp_rate, 1.0) * jnp.sum(mask), full)
         # The tempered ramp (N <= n < lam N) takes full steps: see ``likelihood_weight``.
         damping = jnp.where((n >= self._n) & (n < full), 1.0, damping)
@@ -451,7 +457,7 @@ class SEP:
                     sums = ss.taylor_sums(m, grads[site], mask)
                 else:
                     sums = ss.moment_matched_sums(m, v, grads[site], mask, self.min_ratio)
-                new, st = ss.update_gauss(s, prior, n, n_new, sums, damping, self.likelihood_weight * self._n)
+                new, st = ss.update_gauss(s, prior, n, n_new, sums, damping, self.full_count)
             sites[site] = new
             stats.append(st)
         prior_sites = {}
