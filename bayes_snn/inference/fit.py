@@ -102,13 +102,16 @@ def fit(
 
     axis = batch_axis(x)
     xj, yj = jnp.asarray(x), jnp.asarray(y)
+    fields = []  # the Info's field names, recorded when the step is traced
 
     @jax.jit
     def train_step(k_steps, b, state, xj, yj, idx, mask):
         # Key, indices and mask of batch ``b`` are taken inside the jitted step: done outside,
         # each is a dispatch of its own, and together they cost more than a small network's step.
         batch = Batch(jnp.take(xj, idx[b], axis=axis), yj[idx[b]], mask[b])
-        return method.step(jax.random.fold_in(k_steps, b), state, batch)
+        state, info = method.step(jax.random.fold_in(k_steps, b), state, batch)
+        fields[:] = info._fields
+        return state, _packed(info)
 
     batch_size = min(method.batch_size, n)
     num_batches = -(-n // batch_size)
@@ -122,7 +125,7 @@ def fit(
             state, info = train_step(k_steps, b, state, xj, yj, idx, mask)
             infos.append(info)
             bar.update()
-        summary = _summarise(infos)
+        summary = _summarise(fields, infos)
         jax.block_until_ready(state)
         summary["seconds"] = time.perf_counter() - t0
         for k, v in summary.items():
@@ -144,15 +147,25 @@ def _posterior(model, method, state, x, history: dict) -> Posterior:
     return Posterior(model, method.posterior(state), method.name, x.shape[-1], history)
 
 
-def _summarise(infos: list[NamedTuple]) -> dict[str, float]:
-    """Mean of every Info field over an epoch's batches (counts are summed)."""
+def _packed(info: NamedTuple) -> jax.Array:
+    """An Info of scalars as one float32 vector ``[fields]``.
+
+    One output buffer per minibatch instead of one per field: each is a host-side cost, and
+    stacking an epoch of scalar fields one by one took 14 % of a small network's epoch
+    (SEP on Yin-Yang). Counts (``num_*``) stay exact up to 2^24 per minibatch.
+    """
+    for name, value in info._asdict().items():
+        if jnp.ndim(value):
+            raise ValueError(f"{type(info).__name__}.{name} must be a scalar; got shape {jnp.shape(value)}")
+    return jnp.stack([jnp.asarray(v, jnp.float32) for v in info])
+
+
+def _summarise(fields: list[str], infos: list[jax.Array]) -> dict[str, float]:
+    """Mean of every Info field over an epoch's packed batches (counts, ``num_*``, are summed)."""
     if not infos:
         return {}
-    stacked = jax.tree_util.tree_map(lambda *v: np.asarray(jnp.stack(v)), *infos)
-    out = {}
-    for k, v in stacked._asdict().items():
-        out[k] = float(v.sum() if k.startswith("num_") else v.mean())
-    return out
+    stacked = np.stack(jax.device_get(infos)).astype(np.float64)  # [batches, fields]
+    return {k: float(v.sum() if k.startswith("num_") else v.mean()) for k, v in zip(fields, stacked.T)}
 
 
 __all__ = ["fit"]
