@@ -665,3 +665,54 @@ def test_gaussian_update_is_rejected_if_q_would_lose_its_precision_at_a_later_co
     # Without the later count in view (n_max = n_new), the same update was accepted.
     accepted, stats = sep_sites.update_gauss(site, prior, 9.0, 10.0, sums, damping=1.0, n_max=10.0)
     assert int(stats.rejected) == 0 and float(accepted.lam[2]) == pytest.approx(-0.05)
+
+
+@pytest.mark.parametrize("scale", ["small", "large", "mixed"])
+def test_factored_moment_matched_sums_equal_the_per_example_sums(scale):
+    # small: every weight's series is within tolerance; large: none is, and some examples are
+    # dropped for a tilted variance below min_ratio (only the per-example terms can do that);
+    # mixed: cavity variances from 1e-8 to 1, both.
+    d = _factored_derivatives(jax.random.PRNGKey(0))
+    mask = jnp.arange(12) < 10  # two padded examples
+    key = jax.random.PRNGKey(1)
+    m = jax.random.normal(key, (5, 7))
+    log_v = {"small": -7.0, "large": 0.0, "mixed": jax.random.uniform(jax.random.fold_in(key, 1), (5, 7), minval=-8.0,
+                                                                       maxval=0.0)}[scale]
+    v = jnp.broadcast_to(10.0**log_v, (5, 7))
+    got = sep_sites.moment_matched_sums(m, v, d, mask, 0.5)
+    want = sep_sites.moment_matched_sums(m, v, d.expand(), mask, 0.5)
+    np.testing.assert_allclose(got.lam, want.lam, rtol=2e-5, atol=1e-6 * float(jnp.max(want.lam)))
+    np.testing.assert_allclose(got.r, want.r, rtol=2e-5, atol=1e-6 * float(jnp.max(jnp.abs(want.r))))
+    np.testing.assert_array_equal(jnp.broadcast_to(got.count, (5, 7)), want.count)
+    assert int(got.clipped) == int(want.clipped) > 0
+    dropped = int(want.dropped)
+    assert int(got.dropped) == dropped and (dropped > 2 * 5 if scale != "small" else dropped == 2 * 5)
+
+
+def test_factored_moment_matched_series_is_accurate_to_its_tolerance():
+    # Against float64 moment matching: the series leaves at most MATCH_TOLERANCE of lam and
+    # of sum_n |x g|; float32 rounding of the 4-term sums adds a few 1e-7.
+    d = _factored_derivatives(jax.random.PRNGKey(4))
+    d = OuterDerivatives(d.x, jnp.nan_to_num(d.g, posinf=1.0), jnp.nan_to_num(d.s))
+    mask = jnp.ones(12, bool)
+    m = jax.random.normal(jax.random.PRNGKey(5), (5, 7))
+    v = jnp.full((5, 7), 1e-3)
+    got = sep_sites.moment_matched_sums(m, v, d, mask, 0.5)
+    x, g, s = (np.asarray(a, np.float64) for a in d)
+    k = np.maximum(g**2 - 2 * s, 0.0)[:, None, :] * x[:, :, None] ** 2  # [B, F, H]
+    t = 1e-3 * k
+    assert np.max(np.sum(t**4, axis=0)) < 0.5 * sep_sites.MATCH_TOLERANCE  # the series is used for every weight
+    lam = np.sum(k / (1 - t), axis=0)
+    scale = np.sum(np.abs(x[:, :, None] * g[:, None, :]), axis=0)
+    r = np.asarray(m, np.float64) * lam + np.sum(x[:, :, None] * g[:, None, :] / (1 - t), axis=0)
+    tol = sep_sites.MATCH_TOLERANCE + 1e-6
+    assert np.all(np.abs(np.asarray(got.lam) - lam) <= tol * lam + 1e-30)
+    assert np.all(np.abs(np.asarray(got.r) - r) <= tol * (np.abs(np.asarray(m)) * lam + scale))
+
+
+def test_moment_matched_site_keeps_a_tiny_share_of_precision():
+    # lam_n = k / (1 - v k): computed as (1 - shrink) / (v shrink) it rounded to 0 for v k < 6e-8.
+    g, h = jnp.ones((1, 3)), jnp.zeros((1, 3))  # k = 1
+    v = jnp.asarray([1e-9, 1e-7, 1e-5])
+    sums = sep_sites.moment_matched_sums(jnp.zeros(3), v, (g, h), jnp.ones(1, bool), 1e-3)
+    np.testing.assert_allclose(sums.lam, 1.0 / (1.0 - np.asarray(v, np.float64)), rtol=1e-7)

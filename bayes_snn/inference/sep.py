@@ -371,15 +371,6 @@ class SEP:
         inputs = {site: mp.mean_var(c, self._priors[site]) if site in moment_form else c for site, c in cav.items()}
         return cav, inputs, moment_form
 
-    def factored(self, moment_form: frozenset) -> bool:
-        """Whether the step takes the ``Direct``-fed layer's derivatives factored: for the
-        matrix-product sums of Taylor Gaussian sites, or of that layer's categorical sites in
-        moment form (``moment_form``, from ``pass_inputs``) with ``"series"`` or ``"taylor"``."""
-        if self.gaussian_update == "taylor":
-            return True
-        first = mp.deterministic_input(self._model.net)
-        return self.categorical_update != "per_example" and f"{first}.weight" in moment_form
-
     @property
     def full_count(self) -> float:
         """Examples the sites stand for once every copy of the data is seen: ``likelihood_weight x N``
@@ -405,7 +396,7 @@ class SEP:
         damping = self.current_damping(state.updates)
         cav, inputs, moment_form = self.pass_inputs(state)
         logz, grads = evidence_derivatives(self._model, inputs, batch.x, batch.y, self.enumerate_limit,
-                                           batch_axis(batch.x), factored=self.factored(moment_form))
+                                           batch_axis(batch.x), factored=True)
         mask = batch.mask & jnp.isfinite(logz)
         n = state.seen
         full = self.full_count

@@ -203,7 +203,8 @@ def _dense_derivatives(derivs) -> tuple:
 def moment_matched_sums(m, v, derivs, mask, min_ratio: float) -> GaussSums:
     """Sites moment-matched from the cavity ``(m, v)`` with ``derivs = (g, h)``, ``g = dlogZ/dm``, ``h = dlogZ/dv``.
 
-    ``derivs`` are ``[B, ...]`` (a factored ``OuterDerivatives`` is expanded).
+    ``derivs`` are ``[B, ...]`` or a factored ``OuterDerivatives`` (summed by matrix
+    products, ``outer_matched_sums``).
 
     Each example's tilted distribution has the PBP/ADF moments ``m_n = m + v g`` and
     ``v_n = v (1 - v k)`` with ``k = g^2 - 2h``; its site is ``(m_n / v_n - m / v, 1 / v_n - 1 / v)``.
@@ -212,18 +213,100 @@ def moment_matched_sums(m, v, derivs, mask, min_ratio: float) -> GaussSums:
     example with non-finite derivatives or ``v_n <= min_ratio * v`` is dropped for that
     weight (counted).
     """
-    g, h = _dense_derivatives(derivs)
+    if isinstance(derivs, OuterDerivatives):
+        return outer_matched_sums(m, v, derivs, mask, min_ratio)
+    g, h = derivs
+    per_example = _matched_sites(m, v, g, h, _bcast(mask, g), min_ratio)
+    r, lam, count, clipped, dropped = _batch_sum(*per_example)
+    return GaussSums(r, lam, count, _count(clipped), _count(dropped))
+
+
+def _matched_sites(m, v, g, h, live, min_ratio: float):
+    """Per-example terms of ``moment_matched_sums`` (``m``, ``v`` broadcast against ``g``, ``h``):
+    the sites ``r_n``, ``lam_n`` (0 where not valid) and the flags valid, clipped, dropped."""
     k = g**2 - 2.0 * h
-    live = _bcast(mask, g)
     shrink = 1.0 - v * jnp.maximum(k, 0.0)
     valid = live & jnp.isfinite(g) & jnp.isfinite(h) & (shrink > min_ratio)
     shrink = jnp.where(valid, shrink, 1.0)
     g = jnp.where(valid, g, 0.0)
-    lam_n = (1.0 - shrink) / (v * shrink)  # 1/v_n - 1/v
+    lam_n = jnp.where(valid, jnp.maximum(k, 0.0), 0.0) / shrink  # 1/v_n - 1/v
     r_n = m * lam_n + g / shrink  # = m_n / v_n - m / v without the cancellation
-    r, lam, count, clipped, dropped = _batch_sum(jnp.where(valid, r_n, 0.0), jnp.where(valid, lam_n, 0.0), valid,
-                                                 live & (k < 0), live & ~valid)
+    return jnp.where(valid, r_n, 0.0), jnp.where(valid, lam_n, 0.0), valid, live & (k < 0), live & ~valid
+
+
+# ``outer_matched_sums``: terms of the geometric series, and the largest relative remainder it
+# leaves (about float32's own rounding of a sum of a minibatch of terms).
+MATCH_TERMS = 4
+MATCH_TOLERANCE = 1e-6
+
+
+def outer_matched_sums(m, v, d: OuterDerivatives, mask, min_ratio: float) -> GaussSums:
+    """``moment_matched_sums`` of factored derivatives, by matrix products where a series is exact enough.
+
+    With ``g_n = x_ni G_nj``, ``h_n = x_ni^2 s_nj`` and ``t_n = v x_ni^2 kappa_nj``
+    (``kappa = max(G^2 - 2 s, 0)``: the clip acts per unit), an example's site is
+    ``lam_n = x^2 kappa / (1 - t_n)`` and ``r_n = m lam_n + x G / (1 - t_n)``. Expanding
+    ``1 / (1 - t) = sum_p t^p`` to ``MATCH_TERMS = P`` terms makes each minibatch sum a sum of
+    matrix products, ``sum_p v^p (x^(2p+2))^T kappa^(p+1)`` and ``sum_p v^p (x^(2p+1))^T (G kappa^p)``.
+    The last of them gives ``S = sum_n t_n^P >= max_n t_n^P``; the remainder is at most
+    ``S / (1 - S^(1/P))`` of ``lam`` and of ``sum_n |x G|``. A weight keeps the series where that
+    is at most ``MATCH_TOLERANCE`` and no example is dropped (``S^(1/P) < 1 - min_ratio``); the
+    others (early in a fit, when one example is a large share of the cavity) get the
+    per-example terms, a chunk of weights at a time (``_per_weight_fallback``).
+    """
+    ok, x, count, _ = _outer_validity(d, mask)
+    kappa = jnp.where(ok, jnp.maximum(d.g**2 - 2.0 * d.s, 0.0), 0.0)  # [B, H]
+    g = jnp.where(ok, d.g, 0.0)
+    terms = range(MATCH_TERMS)
+    left = jnp.stack([x ** (2 * p + 2) for p in terms] + [x ** (2 * p + 1) for p in terms]
+                     + [(mask[:, None] & (x != 0)).astype(jnp.float32)])
+    right = jnp.stack([kappa ** (p + 1) for p in terms] + [g * kappa**p for p in terms]
+                      + [(d.g**2 - 2.0 * d.s < 0).astype(jnp.float32)])
+    products = jnp.einsum("tbf,tbh->tfh", left, right)  # [2P + 1, F, H]
+    lam = sum(v**p * products[p] for p in terms)
+    r = m * lam + sum(v**p * products[MATCH_TERMS + p] for p in terms)
+    clipped = products[-1]  # k_n < 0: x_n != 0 and kappa_n < 0 (NaN is not)
+    dropped = jnp.broadcast_to(jnp.sum(mask[:, None] & ~ok, axis=0, dtype=jnp.float32), m.shape)
+    largest = v**MATCH_TERMS * products[MATCH_TERMS - 1]  # S = sum_n t_n^P
+    radius = largest ** (1.0 / MATCH_TERMS)
+    trusted = (radius < 1.0 - min_ratio) & (largest <= MATCH_TOLERANCE * (1.0 - radius))
+
+    def per_example(ci, cj, real):  # [chunk] weights, the example axis last
+        x_r = d.x.T[ci]
+        live = mask[None, :] & real[:, None]
+        sites = _matched_sites(m[ci, cj][:, None], v[ci, cj][:, None], x_r * d.g.T[cj], x_r**2 * d.s.T[cj], live,
+                               min_ratio)
+        return tuple(jnp.sum(a.astype(jnp.float32), axis=-1) for a in sites), jnp.int32(0)
+
+    count = jnp.broadcast_to(count, m.shape)
+    (r, lam, count, clipped, dropped), _ = _per_weight_fallback(~trusted, per_example,
+                                                                (r, lam, count, clipped, dropped), jnp.int32(0))
     return GaussSums(r, lam, count, _count(clipped), _count(dropped))
+
+
+def _per_weight_fallback(untrusted, per_example, targets: tuple, extra):
+    """Recompute ``targets`` (``[F, H, ...]`` each) at the ``untrusted`` weights ``[F, H]`` from per-example terms.
+
+    ``per_example(ci, cj, real)`` gets the indices ``[chunk]`` of up to ``chunk`` weights (one
+    in ``SERIES_CHUNK`` of the layer; ``real`` is False for padding) and returns their new
+    values (one ``[chunk, ...]`` per target) and an amount added to ``extra`` (a counter).
+    A loop over chunks rather than a branch to the whole layer's per-example update: XLA on
+    CPU pays for the largest branch's buffers on every call (784 inputs: 3 ms per step).
+    """
+    shape = untrusted.shape
+    chunk = max(1, untrusted.size // SERIES_CHUNK)
+
+    def one_chunk(carry):
+        targets, untrusted, extra = carry
+        # Padding indices (F, H) are out of range: the index clip makes gathers safe, the scatters drop them.
+        i, j = jnp.nonzero(untrusted, size=chunk, fill_value=shape)
+        real = i < shape[0]
+        values, more = per_example(jnp.minimum(i, shape[0] - 1), jnp.minimum(j, shape[1] - 1), real)
+        targets = tuple(t.at[i, j].set(val, mode="drop") for t, val in zip(targets, values))
+        return targets, untrusted.at[i, j].set(False, mode="drop"), extra + more
+
+    targets, _, extra = jax.lax.while_loop(lambda carry: jnp.any(carry[1]), one_chunk, (targets, untrusted, extra))
+    return targets, extra
 
 
 def taylor_sums(m, derivs, mask, clip: bool = True) -> GaussSums:
@@ -460,27 +543,18 @@ def outer_series_sums(values, moments, d: OuterDerivatives, mask) -> CatSums:
     remainder = bound / ((order + 1) * (1.0 - jnp.minimum(radius, SERIES_RADIUS)))
     trusted = (radius <= SERIES_RADIUS) & (remainder <= SERIES_SHARE * powers[1] / 2)
     trusted = jnp.all(trusted, axis=0)  # [F, H]: for every support value
-    chunk = max(1, mean.size // SERIES_CHUNK)
 
-    def exact_chunk(carry):  # per-example logarithms for up to ``chunk`` untrusted weights
-        log_sum, untrusted, floored = carry
-        # Padding indices (F, H) are out of range: gathers clip them, the scatters drop them.
+    def per_example(ci, cj, real):  # logarithms for ``[chunk]`` weights
         # Rows of the transposed factors are gathered, and the example axis stays last: XLA on
         # CPU fuses column gathers into the elementwise work, element by element (7x slower).
-        i, j = jnp.nonzero(untrusted, size=chunk, fill_value=mean.shape)
-        ci, cj = jnp.minimum(i, mean.shape[0] - 1), jnp.minimum(j, mean.shape[1] - 1)
         x_r, g_r, s_r = x.T[ci], g.T[cj], s.T[cj]  # [chunk, B]
         dev_r = values[:, None] - mean[ci, cj]  # [K, chunk]
         ratio = _first_order_ratio(dev_r[..., None], var[ci, cj][:, None], (x_r * g_r)[None], (x_r**2 * s_r)[None])
-        live = ok.T[cj] & (i < mean.shape[0])[:, None]  # [chunk, B]
+        live = ok.T[cj] & real[:, None]  # [chunk, B]
         exact = jnp.sum(jnp.where(live, _floored_log(ratio), 0.0), axis=-1)  # [K, chunk]
-        floored = floored + _count(live & jnp.any(ratio < RATIO_FLOOR, axis=0))
-        return log_sum.at[i, j].set(exact.T, mode="drop"), untrusted.at[i, j].set(False, mode="drop"), floored
+        return (exact.T,), _count(live & jnp.any(ratio < RATIO_FLOOR, axis=0))
 
-    # A loop over chunks rather than a branch to the whole layer's per-example update: XLA on
-    # CPU pays for the largest branch's buffers on every call (784 inputs: 3 ms per step).
-    log_sum, _, floored = jax.lax.while_loop(lambda carry: jnp.any(carry[1]), exact_chunk,
-                                             (jnp.moveaxis(log_sum, 0, -1), ~trusted, jnp.int32(0)))
+    (log_sum,), floored = _per_weight_fallback(~trusted, per_example, (jnp.moveaxis(log_sum, 0, -1),), jnp.int32(0))
     return CatSums(log_sum, count, floored, dropped)
 
 
@@ -533,6 +607,7 @@ __all__ = [
     "init_cat",
     "GaussSums",
     "moment_matched_sums",
+    "outer_matched_sums",
     "taylor_sums",
     "update_gauss",
     "update_cat",
