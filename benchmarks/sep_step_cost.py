@@ -20,6 +20,8 @@ Usage::
     python benchmarks/sep_step_cost.py --out step_cost.json
     python benchmarks/sep_step_cost.py --out cost.json --datasets digits --weights ternary
     python benchmarks/sep_step_cost.py --out taylor.json --weights gaussian --gaussian-update taylor
+    python benchmarks/sep_step_cost.py --out warm.json --weights gaussian --warm-steps 40
+        # the SEP step after 40 updates (see below)
     python benchmarks/sep_step_cost.py --out wide.json --datasets random:784 --weights gaussian
         # MNIST-sized input (784 uniform random features, 10 classes)
     python benchmarks/sep_step_cost.py --out per_example.json --weights binary --categorical-update per_example
@@ -27,7 +29,10 @@ Usage::
         # signed 6-bit weights (127 values)
 
 The SEP step is timed at its initial state, where ``categorical_update="series"`` rarely
-needs per-example logarithms; ``sep_vs_surrogate.py`` times it along a whole run.
+needs per-example logarithms, or after ``--warm-steps S`` updates on the training data. The
+series of moment-matched Gaussian sites (``sep_sites.outer_matched_sums``) needs per-example
+terms at the initial state, where one example is a large share of every cavity, and rarely
+after a few dozen updates; ``sep_vs_surrogate.py`` times whole runs.
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ def _time(fn, args, calls: int, repeats: int) -> float:
 
 
 def run(dataset: str, weights: str, neuron: str, calls: int, repeats: int, batch_size: int,
-        gaussian_update: str = "moment_match", categorical_update: str = "series") -> dict:
+        gaussian_update: str = "moment_match", categorical_update: str = "series", warm_steps: int = 0) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -77,13 +82,16 @@ def run(dataset: str, weights: str, neuron: str, calls: int, repeats: int, batch
     key = jax.random.PRNGKey(0)
     sep = inference.SEP(batch_size=batch_size, gaussian_update=gaussian_update, categorical_update=categorical_update)
     sep_state = sep.init(key, model, x, y)
+    t0 = time.perf_counter()
+    sep_step = jax.jit(sep.step).lower(key, sep_state, batch).compile()
+    compile_s = time.perf_counter() - t0
+    for i in range(warm_steps):  # successive minibatches, cycling through the data
+        rows = np.arange(i * batch_size, (i + 1) * batch_size) % len(y)
+        sep_state, _ = sep_step(key, sep_state, Batch(jnp.asarray(x[rows]), jnp.asarray(y[rows]), batch.mask))
     _, inputs, _ = sep.pass_inputs(sep_state)  # what the SEP step differentiates
     log_z = lambda mom, xi, yi: moments.log_evidence(model, mom, xi, yi)
     forward = jax.jit(jax.vmap(log_z, in_axes=(None, 0, 0)))
     with_grad = jax.jit(lambda mom, xb, yb: evidence_derivatives(model, mom, xb, yb, factored=True))
-    t0 = time.perf_counter()
-    sep_step = jax.jit(sep.step).lower(key, sep_state, batch).compile()
-    compile_s = time.perf_counter() - t0
     surrogate = inference.SurrogateGradient(batch_size=batch_size)
     sur_state = surrogate.init(key, model, x, y)
     row = {
@@ -93,6 +101,7 @@ def run(dataset: str, weights: str, neuron: str, calls: int, repeats: int, batch
         "batch_size": batch_size,
         "gaussian_update": gaussian_update,
         "categorical_update": categorical_update,
+        "warm_steps": warm_steps,
         "moments_ms": _time(forward, (inputs, batch.x, batch.y), calls, repeats),
         "moments_grad_ms": _time(with_grad, (inputs, batch.x, batch.y), calls, repeats),
         "sep_step_ms": _time(sep_step, (key, sep_state, batch), calls, repeats),
@@ -115,9 +124,10 @@ def main(argv=None) -> int:
                    help="SEP's gaussian_update")
     p.add_argument("--categorical-update", choices=["per_example", "series", "taylor"], default="series",
                    help="SEP's categorical_update")
+    p.add_argument("--warm-steps", type=int, default=0, help="SEP updates made before the SEP step is timed")
     args = p.parse_args(argv)
     rows = [run(d, w, neuron, args.calls, args.repeats, args.batch_size, args.gaussian_update,
-                args.categorical_update)
+                args.categorical_update, args.warm_steps)
             for d in args.datasets for w in args.weights for neuron in ("single-step", "lif")]
     with open(args.out, "w") as f:
         json.dump(rows, f, indent=1)

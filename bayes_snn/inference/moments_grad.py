@@ -14,8 +14,8 @@ zero ``tap`` on the current) and ``a`` the layer's input moments ``[B, T, F]``,
 (``D`` the dynamic variance). For a deterministic input (the data, a direct or latency code)
 only the first terms remain, and with one input step each is an outer product that XLA
 fuses into the site update instead of storing it; with ``factored=True`` it is returned
-as the two factors (``OuterDerivatives``), so that minibatch sums become matrix products
-(SEP's ``gaussian_update="taylor"``). Every other site (biases, readout weights,
+as the two factors (``OuterDerivatives``), so that SEP's minibatch sums become matrix
+products (``sep_sites.outer_matched_sums``, ``taylor_sums``, ``outer_series_sums``). Every other site (biases, readout weights,
 enumerated layers) is differentiated per example by autodiff as before.
 
 Example

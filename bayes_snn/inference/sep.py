@@ -17,7 +17,8 @@ PBP/EBP moment propagation and SEP (Li, Hernandez-Lobato & Turner 2015):
   stochastic gradient descent), with the chain rule through central-limit Dense layers done
   by hand from one batched backward pass (``moments_grad``).
 * Gaussian sites: the PBP/ADF rule ``m_n = m + v g``, ``v_n = v - v^2 (g^2 - 2h)`` (or, with
-  ``gaussian_update="taylor"``, its first order in ``v (g^2 - 2h)``, summed by matrix products);
+  ``gaussian_update="taylor"``, its first order in ``v (g^2 - 2h)``), summed over the minibatch
+  by matrix products in the ``Direct``-fed layer;
   categorical sites: ``f_n(a_k) = Z_n(a_k) / Z_n`` from ``d log Z / d q(a_k)`` (exact for
   enumerated layers; first order otherwise, from the derivatives with respect to each
   weight's mean and variance; see ``sep_sites.update_cat`` and ``update_cat_moments``; with
@@ -212,10 +213,13 @@ class SEP:
         and variance, exactly (``sep_sites.moment_matched_sums``). ``"taylor"``: the
         second-order expansion of ``log Z_n`` in the cavity mean, equal to moment matching to
         first order in the example's share of the cavity precision (about ``1 / N``; see
-        ``sep_sites.taylor_sums``). Its per-example sites of a Dense layer fed by the
-        ``Direct``-encoded data are outer products, so their minibatch sums are matrix
-        products instead of ``[batch, fan_in, fan_out]`` elementwise work: the SEP step on
-        digits (64 inputs, 128 hidden units) takes about half the time.
+        ``sep_sites.taylor_sums``). In the Dense layer fed by the ``Direct``-encoded data
+        every example's derivatives are outer products, so both rules sum the minibatch's
+        sites by matrix products instead of ``[batch, fan_in, fan_out]`` elementwise work:
+        Taylor sites directly, moment matching through a geometric series accurate to
+        float32 rounding, with per-example terms for the weights where it is not
+        (``sep_sites.outer_matched_sums``; early in a fit, when one example is a large share
+        of a cavity). Other layers form per-example sites either way.
     categorical_update : {"per_example", "series", "taylor"}
         How the minibatch sum ``sum_n log f_n`` of a categorical site in moment form (a
         discrete layer that is not enumerated) is formed. ``"per_example"``: a logarithm per

@@ -249,8 +249,9 @@ def outer_matched_sums(m, v, d: OuterDerivatives, mask, min_ratio: float) -> Gau
     ``1 / (1 - t) = sum_p t^p`` to ``MATCH_TERMS = P`` terms makes each minibatch sum a sum of
     matrix products, ``sum_p v^p (x^(2p+2))^T kappa^(p+1)`` and ``sum_p v^p (x^(2p+1))^T (G kappa^p)``.
     The last of them gives ``S = sum_n t_n^P >= max_n t_n^P``; the remainder is at most
-    ``S / (1 - S^(1/P))`` of ``lam`` and of ``sum_n |x G|``. A weight keeps the series where that
-    is at most ``MATCH_TOLERANCE`` and no example is dropped (``S^(1/P) < 1 - min_ratio``); the
+    ``S / (1 - S^(1/P))`` of ``lam`` and of ``sum_n |x G|``. A weight keeps the series where ``S``
+    is small enough for that to be at most ``MATCH_TOLERANCE`` and for no example to be dropped
+    (``S^(1/P) < 1 - min_ratio``); the
     others (early in a fit, when one example is a large share of the cavity) get the
     per-example terms, a chunk of weights at a time (``_per_weight_fallback``).
     """
@@ -258,30 +259,31 @@ def outer_matched_sums(m, v, d: OuterDerivatives, mask, min_ratio: float) -> Gau
     kappa = jnp.where(ok, jnp.maximum(d.g**2 - 2.0 * d.s, 0.0), 0.0)  # [B, H]
     g = jnp.where(ok, d.g, 0.0)
     terms = range(MATCH_TERMS)
-    left = jnp.stack([x ** (2 * p + 2) for p in terms] + [x ** (2 * p + 1) for p in terms]
-                     + [(mask[:, None] & (x != 0)).astype(jnp.float32)])
-    right = jnp.stack([kappa ** (p + 1) for p in terms] + [g * kappa**p for p in terms]
-                      + [(d.g**2 - 2.0 * d.s < 0).astype(jnp.float32)])
-    products = jnp.einsum("tbf,tbh->tfh", left, right)  # [2P + 1, F, H]
-    lam = sum(v**p * products[p] for p in terms)
-    r = m * lam + sum(v**p * products[MATCH_TERMS + p] for p in terms)
-    clipped = products[-1]  # k_n < 0: x_n != 0 and kappa_n < 0 (NaN is not)
+    left = jnp.stack([x ** (2 * p + 2) for p in terms] + [x ** (2 * p + 1) for p in terms])
+    right = jnp.stack([kappa ** (p + 1) for p in terms] + [g * kappa**p for p in terms])
+    products = jnp.einsum("tbf,tbh->tfh", left, right)  # [2P, F, H]
+    horner = lambda first: functools.reduce(lambda acc, p: acc * v + products[first + p], reversed(terms), 0.0)
+    lam = horner(0)
+    r = m * lam + horner(MATCH_TERMS)
+    # S <= limit gives S^(1/P) <= MATCH_TOLERANCE^(1/P), so S / (1 - S^(1/P)) <= MATCH_TOLERANCE,
+    # and S^(1/P) < 1 - min_ratio (no root per weight: pow is slow on CPU).
+    limit = min(MATCH_TOLERANCE * (1.0 - MATCH_TOLERANCE ** (1.0 / MATCH_TERMS)), (1.0 - min_ratio) ** MATCH_TERMS / 2)
+    trusted = v**MATCH_TERMS * products[MATCH_TERMS - 1] <= limit  # S = sum_n t_n^P
+    # k_n < 0 where x_n != 0 and the unit's G^2 - 2 s < 0 (NaN is not): the same for every rule.
+    nonzero = jnp.sum(mask[:, None] & (x != 0), axis=1, dtype=jnp.float32)
+    clipped = (nonzero @ jnp.sum(d.g**2 - 2.0 * d.s < 0, axis=1, dtype=jnp.float32)).astype(jnp.int32)
     dropped = jnp.broadcast_to(jnp.sum(mask[:, None] & ~ok, axis=0, dtype=jnp.float32), m.shape)
-    largest = v**MATCH_TERMS * products[MATCH_TERMS - 1]  # S = sum_n t_n^P
-    radius = largest ** (1.0 / MATCH_TERMS)
-    trusted = (radius < 1.0 - min_ratio) & (largest <= MATCH_TOLERANCE * (1.0 - radius))
 
     def per_example(ci, cj, real):  # [chunk] weights, the example axis last
         x_r = d.x.T[ci]
         live = mask[None, :] & real[:, None]
-        sites = _matched_sites(m[ci, cj][:, None], v[ci, cj][:, None], x_r * d.g.T[cj], x_r**2 * d.s.T[cj], live,
-                               min_ratio)
-        return tuple(jnp.sum(a.astype(jnp.float32), axis=-1) for a in sites), jnp.int32(0)
+        r_n, lam_n, valid, _, dropped_n = _matched_sites(m[ci, cj][:, None], v[ci, cj][:, None], x_r * d.g.T[cj],
+                                                         x_r**2 * d.s.T[cj], live, min_ratio)
+        return tuple(jnp.sum(a.astype(jnp.float32), axis=-1) for a in (r_n, lam_n, valid, dropped_n)), jnp.int32(0)
 
     count = jnp.broadcast_to(count, m.shape)
-    (r, lam, count, clipped, dropped), _ = _per_weight_fallback(~trusted, per_example,
-                                                                (r, lam, count, clipped, dropped), jnp.int32(0))
-    return GaussSums(r, lam, count, _count(clipped), _count(dropped))
+    (r, lam, count, dropped), _ = _per_weight_fallback(~trusted, per_example, (r, lam, count, dropped), jnp.int32(0))
+    return GaussSums(r, lam, count, clipped, _count(dropped))
 
 
 def _per_weight_fallback(untrusted, per_example, targets: tuple, extra):
