@@ -15,8 +15,9 @@ zero ``tap`` on the current) and ``a`` the layer's input moments ``[B, T, F]``,
 only the first terms remain, and with one input step each is an outer product that XLA
 fuses into the site update instead of storing it; with ``factored=True`` it is returned
 as the two factors (``OuterDerivatives``), so that SEP's minibatch sums become matrix
-products (``sep_sites.outer_matched_sums``, ``taylor_sums``, ``outer_series_sums``). Every other site (biases, readout weights,
-enumerated layers) is differentiated per example by autodiff as before.
+products (``sep_sites.outer_matched_sums``, ``taylor_sums``, ``outer_series_sums``). Every
+other site (biases, readout weights, enumerated layers) is differentiated per example by
+autodiff as before.
 
 Example
 -------
