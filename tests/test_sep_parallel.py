@@ -28,7 +28,7 @@ SCRIPT = textwrap.dedent(
     net = Sequential(encoders.Direct(3), Dense(6), LIF(beta=0.9), Dense(3), readouts.MeanMembrane(scale=4.0))
     binary = Sequential(encoders.Direct(1), Dense(6, prior=priors.Binary(0.5), gain=2.0), LIF(beta=0.9),
                         Dense(3, prior=priors.Binary(0.5)), readouts.MeanMembrane(scale=4.0))
-    # Taylor sites and series sums reduce a sharded batch by matrix products.
+    # Every rule sums the Direct-fed layer's sites over a sharded batch by matrix products.
     rules = {"moment_match": (net, {}), "taylor": (net, {"gaussian_update": "taylor"}),
              "series": (binary, {"enumerate_limit": 0, "categorical_update": "series"}),
              "categorical_taylor": (binary, {"enumerate_limit": 0, "categorical_update": "taylor"})}
