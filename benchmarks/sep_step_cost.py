@@ -29,10 +29,10 @@ Usage::
         # signed 6-bit weights (127 values)
 
 The SEP step is timed at its initial state, where ``categorical_update="series"`` rarely
-needs per-example logarithms, or after ``--warm-steps S`` updates on the training data. The
-series of moment-matched Gaussian sites (``sep_sites.outer_matched_sums``) needs per-example
-terms at the initial state, where one example is a large share of every cavity, and rarely
-after a few dozen updates; ``sep_vs_surrogate.py`` times whole runs.
+needs per-example logarithms, or after ``--warm-steps S`` updates on the training data
+(trained weights have smaller cavity variances, which changes how often the series of
+``sep_sites.outer_matched_sums`` falls back to per-example terms); ``sep_vs_surrogate.py``
+times whole runs.
 """
 
 from __future__ import annotations

@@ -218,8 +218,9 @@ class SEP:
         sites by matrix products instead of ``[batch, fan_in, fan_out]`` elementwise work:
         Taylor sites directly, moment matching through a geometric series accurate to
         float32 rounding, with per-example terms for the weights where it is not
-        (``sep_sites.outer_matched_sums``; early in a fit, when one example is a large share
-        of a cavity). Other layers form per-example sites either way.
+        (``sep_sites.outer_matched_sums``; where one example carries a large share of a
+        weight's evidence, as in a layer with few inputs). Other layers form per-example
+        sites either way.
     categorical_update : {"per_example", "series", "taylor"}
         How the minibatch sum ``sum_n log f_n`` of a categorical site in moment form (a
         discrete layer that is not enumerated) is formed. ``"per_example"``: a logarithm per
