@@ -257,7 +257,8 @@ def outer_matched_sums(m, v, d: OuterDerivatives, mask, min_ratio: float) -> Gau
     (``_per_weight_fallback``).
     """
     ok, x, count, _ = _outer_validity(d, mask)
-    kappa = jnp.where(ok, jnp.maximum(d.g**2 - 2.0 * d.s, 0.0), 0.0)  # [B, H]
+    curvature = d.g**2 - 2.0 * d.s  # [B, H]
+    kappa = jnp.where(ok, jnp.maximum(curvature, 0.0), 0.0)
     g = jnp.where(ok, d.g, 0.0)
     terms = range(MATCH_TERMS)
     left = jnp.stack([x ** (2 * p + 2) for p in terms] + [x ** (2 * p + 1) for p in terms])
@@ -270,9 +271,7 @@ def outer_matched_sums(m, v, d: OuterDerivatives, mask, min_ratio: float) -> Gau
     # and S^(1/P) < 1 - min_ratio (no root per weight: pow is slow on CPU).
     limit = min(MATCH_TOLERANCE * (1.0 - MATCH_TOLERANCE ** (1.0 / MATCH_TERMS)), (1.0 - min_ratio) ** MATCH_TERMS / 2)
     trusted = v**MATCH_TERMS * products[MATCH_TERMS - 1] <= limit  # S = sum_n t_n^P
-    # k_n < 0 where x_n != 0 and the unit's G^2 - 2 s < 0 (NaN is not): the same for every rule.
-    nonzero = jnp.sum(mask[:, None] & (x != 0), axis=1, dtype=jnp.float32)
-    clipped = (nonzero @ jnp.sum(d.g**2 - 2.0 * d.s < 0, axis=1, dtype=jnp.float32)).astype(jnp.int32)
+    clipped = _outer_clip_count(x, curvature < 0)  # as the per-example rule counts: live, non-finite or not
     dropped = jnp.broadcast_to(jnp.sum(mask[:, None] & ~ok, axis=0, dtype=jnp.float32), m.shape)
 
     def per_example(ci, cj, real):  # [chunk] weights, the example axis last
@@ -354,11 +353,15 @@ def _outer_taylor_sums(m, d: OuterDerivatives, mask, clip: bool) -> GaussSums:
     ok, x, count, dropped = _outer_validity(d, mask)
     lam = (x**2).T @ jnp.where(ok, jnp.maximum(kappa, 0.0) if clip else kappa, 0.0)
     g_sum = x.T @ jnp.where(ok, d.g, 0.0)
-    clipped = jnp.int32(0)
-    if clip:
-        nonzero = jnp.sum(x != 0, axis=1, dtype=jnp.float32)  # k_n < 0 needs x_n != 0
-        clipped = (nonzero @ jnp.sum(ok & (kappa < 0), axis=1, dtype=jnp.float32)).astype(jnp.int32)
+    clipped = _outer_clip_count(x, ok & (kappa < 0)) if clip else jnp.int32(0)
     return GaussSums(m * lam + g_sum, lam, count, clipped, dropped)
+
+
+def _outer_clip_count(x, negative) -> jax.Array:
+    """Total (int32) of the contributions ``k_n = x_ni^2 kappa_nj < 0`` of factored derivatives:
+    ``x_ni != 0`` (``x`` ``[B, F]`` with padded examples zeroed) for every unit with ``negative`` ``[B, H]``."""
+    nonzero = jnp.sum(x != 0, axis=1, dtype=jnp.float32)
+    return (nonzero @ jnp.sum(negative, axis=1, dtype=jnp.float32)).astype(jnp.int32)
 
 
 def update_gauss(site: GaussSite, prior_nat, n, n_new, sums: GaussSums, damping: float, n_max):
