@@ -194,7 +194,7 @@ class SEP:
         one-epoch run ends at about ``N``, with a warning). Growing by one per example
         throughout, a 3-epoch run ended at about ``3 N`` whatever ``lam``; on digits (3
         epochs, ``lam`` chosen from 1/3/10) reaching ``lam N`` took the ECE of discrete
-        networks from 0.029-0.044 to 0.025-0.029 (see the README). Reaching ``lam N`` within
+        networks from 0.029-0.044 to 0.025-0.029 (see benchmarks/README.md). Reaching ``lam N`` within
         the first epoch instead failed (digits, ``lam = 10``: 61-80 % accuracy). While the
         count climbs from ``N`` to ``lam N`` the steps are full (``damping`` is ignored):
         each is plain SEP's step at the current count, and with ``ramp_rate = 1`` the site
